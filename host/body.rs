@@ -1,0 +1,190 @@
+//! Body types of the request path. Bodies stream frame by frame in both directions; nothing here
+//! buffers a whole body.
+//!
+//! [`ProxyBody`] is what clients receive. It carries the request's [`Completion`]: when the last
+//! frame has gone out, the upstream connection goes back to the pool, the member's in-flight count
+//! drops and the access log line is written. A body dropped before its end (the client went away)
+//! does the same, except that the connection, now in an unknown state, is closed instead.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::access_log::AccessRecord;
+use crate::farm::InFlight;
+use crate::pool::Pooled;
+
+/// A request body sent to a member: the client's own, streamed, or none.
+#[derive(Debug)]
+pub enum ReqBody {
+    Incoming(Incoming),
+    Empty,
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ReqBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Incoming(b) => b.is_end_stream(),
+            ReqBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Incoming(b) => b.size_hint(),
+            ReqBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// What to do when a response has been delivered (or abandoned).
+#[derive(Default)]
+pub struct Completion {
+    pub pooled: Option<Pooled>,
+    pub in_flight: Option<InFlight>,
+    pub log: Option<AccessRecord>,
+}
+
+impl Completion {
+    fn finish(&mut self, complete: bool, bytes: u64) {
+        if let Some(p) = self.pooled.take()
+            && complete
+        {
+            p.checkin();
+        }
+        if let Some(g) = self.in_flight.take()
+            && !complete
+        {
+            tracing::debug!(member = %g.member().name, "response abandoned before its end");
+        }
+        if let Some(log) = self.log.take() {
+            log.write(bytes, complete);
+        }
+    }
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+/// A response body to the client.
+pub struct ProxyBody {
+    inner: Inner,
+    completion: Completion,
+    bytes: u64,
+    done: bool,
+}
+
+impl ProxyBody {
+    pub fn upstream(body: Incoming, completion: Completion) -> ProxyBody {
+        let mut b = ProxyBody {
+            inner: Inner::Upstream(body),
+            completion,
+            bytes: 0,
+            done: false,
+        };
+        // Responses without a body (HEAD, 204, 304) release their connection at once.
+        if b.is_end_stream() {
+            b.done = true;
+            b.completion.finish(true, 0);
+        }
+        b
+    }
+
+    pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+        let bytes = bytes.into();
+        ProxyBody {
+            inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
+            completion: Completion::default(),
+            bytes: 0,
+            done: false,
+        }
+    }
+
+    pub fn empty() -> ProxyBody {
+        ProxyBody::full(Bytes::new())
+    }
+
+    /// Attaches the access log record to a locally generated response.
+    pub fn with_log(mut self, log: Option<AccessRecord>) -> ProxyBody {
+        self.completion.log = log;
+        self
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if !self.done {
+            self.done = true;
+            self.completion.finish(complete, self.bytes);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                if this.is_end_stream() {
+                    this.finish(true);
+                }
+            }
+            Poll::Ready(None) => this.finish(true),
+            Poll::Ready(Some(Err(_))) => this.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // A locally generated body the client never read to the end still counts as delivered:
+        // hyper drops the body of a HEAD response, for example.
+        let complete = matches!(self.inner, Inner::Full(_));
+        self.finish(complete);
+    }
+}

@@ -1,0 +1,49 @@
+//! Every default farmgate applies when the config is silent, each a named constant with where it
+//! comes from. `config/farmgate.toml` writes all of them out; a test keeps the two in step.
+
+use std::time::Duration;
+
+/// Listener bind address of the default config: loopback only, so a first run publishes nothing.
+pub const LISTEN_ADDRESS: &str = "127.0.0.1:8080";
+
+/// TCP connect timeout to a member. TMG and ARR both give up on a member's connection attempt in
+/// well under a minute; 10 s is long enough for a busy server's accept queue and short enough that
+/// a dead member does not hold the client.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time to wait for a member's response headers once the request is sent. ARR's proxy
+/// "Time-out (seconds)" setting defaults to 30 s.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an idle pooled upstream connection is kept. Below IIS's 120 s and nginx's 75 s
+/// keep-alive, so the proxy, not the member, is normally the side that closes an idle connection.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Idle connections kept per upstream address (per pool key).
+pub const POOL_MAX_IDLE_PER_PEER: usize = 64;
+
+/// How often member host names are resolved again (addresses in the static host table and IP
+/// literals never change; DNS names may).
+pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long in-flight requests may run after SIGINT/SIGTERM before farmgate exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// `Retry-After` sent with a 503 when a farm has no member to take the request.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// How many other members an idempotent request may be tried on after a connect failure.
+pub const CONNECT_RETRIES: u32 = 2;
+
+/// The pseudonym farmgate adds to `Via` (RFC 9110 §7.6.3).
+pub const VIA_PSEUDONYM: &str = "farmgate";
+
+/// Worker threads of the async runtime; 0 means one per CPU core.
+pub const WORKER_THREADS: usize = 0;
+
+/// Paths a publishing rule matches when it names none: everything.
+pub const RULE_PATH: &str = "/";
+
+/// A member's weight when the config gives none (ARR's default weight is 100 of 100 for each
+/// server; only the ratio matters, so 1 is as good).
+pub const MEMBER_WEIGHT: u32 = 1;

@@ -1,0 +1,768 @@
+//! Configuration: file -> raw serde structs ([`raw`]) -> validation -> an immutable [`Config`].
+//!
+//! This module owns the meaning of every key and every default ([`defaults`]). It does no network
+//! I/O: names are checked for form here and resolved by [`crate::resolve`]. A [`ConfigError`]
+//! always names the file, the line and column, the key, and what is wrong.
+
+pub mod defaults;
+pub mod raw;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+
+pub use raw::AccessLogFormat;
+use raw::{Dur, HostAddresses, RawConfig};
+
+use crate::routing::HostPattern;
+
+/// The default config, embedded so `farmgate run` works with no file at all.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/farmgate.toml");
+
+/// Name under which the embedded default config reports errors.
+pub const DEFAULT_CONFIG_NAME: &str = "<embedded config/farmgate.toml>";
+
+/// A validated, immutable configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from (a path, or [`DEFAULT_CONFIG_NAME`]).
+    pub origin: String,
+    pub proxy: ProxySettings,
+    pub access_log: AccessLogSettings,
+    pub listeners: Vec<ListenerConfig>,
+    /// The static host table, keys lower-cased.
+    pub hosts: HashMap<String, Vec<IpAddr>>,
+    pub rules: Vec<RuleConfig>,
+    pub farms: Vec<FarmConfig>,
+    pub sample_servers: Vec<SampleServerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_peer: usize,
+    pub resolve_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub retry_after: Duration,
+    pub connect_retries: u32,
+    pub via: String,
+    pub worker_threads: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLogSettings {
+    pub format: AccessLogFormat,
+    /// `None` is standard output.
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    pub name: String,
+    /// Indexes into [`Config::listeners`].
+    pub listeners: Vec<usize>,
+    pub public_names: Vec<HostPattern>,
+    /// Normalised path prefixes: start with `/`, no trailing `*`.
+    pub paths: Vec<String>,
+    /// Index into [`Config::farms`].
+    pub farm: usize,
+    pub internal_site_name: Option<String>,
+    pub preserve_host: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct FarmConfig {
+    pub name: String,
+    pub members: Vec<MemberConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    pub name: String,
+    /// Lower-cased computer name or IP literal.
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct SampleServerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+}
+
+/// What is wrong with a config, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based; 0 when the problem has no place in the file (it could not be read).
+    pub line: usize,
+    pub column: usize,
+    /// The key or table the problem is in, e.g. `rules[2].farm`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else if self.key.is_empty() {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}: {}",
+                self.file, self.line, self.column, self.key, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: origin.clone(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Config::parse(&text, &origin)
+    }
+
+    /// The embedded default config.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Config::parse(DEFAULT_CONFIG, DEFAULT_CONFIG_NAME)
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let source = Source { text, origin };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| source.line_col(s.start)).unwrap_or((1, 1));
+            ConfigError {
+                file: origin.to_string(),
+                line,
+                column,
+                key: source.table_at(line),
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        Validator { source }.validate(raw)
+    }
+
+    pub fn listener_index(&self, name: &str) -> Option<usize> {
+        self.listeners.iter().position(|l| l.name == name)
+    }
+
+    /// A few lines for `farmgate check` and the start-up log.
+    pub fn summary(&self) -> String {
+        let members: usize = self.farms.iter().map(|f| f.members.len()).sum();
+        let mut out = format!(
+            "{}: {} listener(s), {} rule(s), {} farm(s) with {} member(s), {} host table entr{}, {} sample server(s)",
+            self.origin,
+            self.listeners.len(),
+            self.rules.len(),
+            self.farms.len(),
+            members,
+            self.hosts.len(),
+            if self.hosts.len() == 1 { "y" } else { "ies" },
+            self.sample_servers.len(),
+        );
+        for l in &self.listeners {
+            out.push_str(&format!("\n  listener {} on http://{}", l.name, l.bind));
+        }
+        for r in &self.rules {
+            let names: Vec<String> = r.public_names.iter().map(|p| p.to_string()).collect();
+            out.push_str(&format!(
+                "\n  rule {}: {} {} -> farm {}",
+                r.name,
+                names.join(","),
+                r.paths.join(","),
+                self.farms[r.farm].name
+            ));
+        }
+        for f in &self.farms {
+            let names: Vec<&str> = f.members.iter().map(|m| m.name.as_str()).collect();
+            out.push_str(&format!("\n  farm {}: {}", f.name, names.join(", ")));
+        }
+        out
+    }
+}
+
+/// The config text, for turning byte offsets into lines.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Source<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+        (line, column)
+    }
+
+    /// The `[table]` or `[[array]]` header in force at `line`, for errors that toml reports
+    /// without a key.
+    fn table_at(&self, line: usize) -> String {
+        self.text
+            .lines()
+            .take(line)
+            .filter_map(|l| {
+                let t = l.trim();
+                t.starts_with('[')
+                    .then(|| t.split('#').next().unwrap_or(t).trim().to_string())
+            })
+            .last()
+            .unwrap_or_default()
+    }
+
+    fn error<T>(
+        &self,
+        at: &Spanned<T>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = self.line_col(at.span().start);
+        ConfigError {
+            file: self.origin.to_string(),
+            line,
+            column,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+struct Validator<'a> {
+    source: Source<'a>,
+}
+
+impl Validator<'_> {
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let src = self.source;
+        if let Some(v) = &raw.version
+            && *v.get_ref() != 1
+        {
+            return Err(src.error(
+                v,
+                "version",
+                format!(
+                    "config version {} is not known; this farmgate reads version 1",
+                    v.get_ref()
+                ),
+            ));
+        }
+
+        let p = raw.proxy;
+        let dur = |d: Option<Dur>, default: Duration| d.map(|d| d.0).unwrap_or(default);
+        let via = match p.via {
+            Some(v) => {
+                let s = v.get_ref().trim();
+                if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(src.error(
+                        &v,
+                        "proxy.via",
+                        "must be one token of visible ASCII characters",
+                    ));
+                }
+                s.to_string()
+            }
+            None => defaults::VIA_PSEUDONYM.to_string(),
+        };
+        let proxy = ProxySettings {
+            connect_timeout: dur(p.connect_timeout, defaults::CONNECT_TIMEOUT),
+            response_timeout: dur(p.response_timeout, defaults::RESPONSE_TIMEOUT),
+            pool_idle_timeout: dur(p.pool_idle_timeout, defaults::POOL_IDLE_TIMEOUT),
+            pool_max_idle_per_peer: p
+                .pool_max_idle_per_peer
+                .unwrap_or(defaults::POOL_MAX_IDLE_PER_PEER),
+            resolve_interval: dur(p.resolve_interval, defaults::RESOLVE_INTERVAL),
+            shutdown_grace: dur(p.shutdown_grace, defaults::SHUTDOWN_GRACE),
+            retry_after: dur(p.retry_after, defaults::RETRY_AFTER),
+            connect_retries: p.connect_retries.unwrap_or(defaults::CONNECT_RETRIES),
+            via,
+            worker_threads: p.worker_threads.unwrap_or(defaults::WORKER_THREADS),
+        };
+
+        let access_log = AccessLogSettings {
+            format: raw.access_log.format.unwrap_or(AccessLogFormat::Combined),
+            path: raw.access_log.path.filter(|p| p != "-"),
+        };
+
+        let mut listeners = Vec::new();
+        let mut listener_names = HashSet::new();
+        for (i, l) in raw.listeners.iter().enumerate() {
+            let key = format!("listeners[{i}]");
+            self.check_name(
+                &l.name,
+                &format!("{key}.name"),
+                "listener",
+                &mut listener_names,
+            )?;
+            let bind = parse_socket_addr(&l.bind)
+                .map_err(|m| src.error(&l.bind, format!("{key}.bind"), m))?;
+            listeners.push(ListenerConfig {
+                name: l.name.get_ref().clone(),
+                bind,
+            });
+        }
+
+        let mut hosts = HashMap::new();
+        for (name, addrs) in &raw.hosts {
+            let key = format!("hosts.\"{name}\"");
+            let list: Vec<&String> = match addrs.get_ref() {
+                HostAddresses::One(a) => vec![a],
+                HostAddresses::Many(v) => v.iter().collect(),
+            };
+            if list.is_empty() {
+                return Err(src.error(addrs, key, "lists no address"));
+            }
+            let mut ips = Vec::new();
+            for a in list {
+                let ip: IpAddr = a.trim().parse().map_err(|_| {
+                    src.error(addrs, key.clone(), format!("\"{a}\" is not an IP address"))
+                })?;
+                ips.push(ip);
+            }
+            if hosts.insert(name.to_ascii_lowercase(), ips).is_some() {
+                return Err(src.error(
+                    addrs,
+                    key,
+                    "is listed twice (host names are not case-sensitive)",
+                ));
+            }
+        }
+
+        let mut farms = Vec::new();
+        let mut farm_names = HashSet::new();
+        for (i, f) in raw.farms.iter().enumerate() {
+            let key = format!("farms[{i}]");
+            self.check_name(&f.name, &format!("{key}.name"), "farm", &mut farm_names)?;
+            if f.members.get_ref().is_empty() {
+                return Err(src.error(
+                    &f.members,
+                    format!("{key}.members"),
+                    "a farm needs at least one member",
+                ));
+            }
+            let mut members = Vec::new();
+            let mut member_names = HashSet::new();
+            for (j, m) in f.members.get_ref().iter().enumerate() {
+                let mkey = format!("{key}.members[{j}]");
+                let host = m.host.get_ref().trim().to_ascii_lowercase();
+                if !is_host_name_or_ip(&host) {
+                    return Err(src.error(
+                        &m.host,
+                        format!("{mkey}.host"),
+                        format!(
+                            "\"{}\" is neither a host name nor an IP address",
+                            m.host.get_ref()
+                        ),
+                    ));
+                }
+                let port = m.port.unwrap_or(80);
+                let name = match &m.name {
+                    Some(n) => n.get_ref().clone(),
+                    None => format!("{host}:{port}"),
+                };
+                if !member_names.insert(name.clone()) {
+                    let at = m.name.as_ref().map(|n| n.span()).unwrap_or(m.host.span());
+                    let (line, column) = src.line_col(at.start);
+                    return Err(ConfigError {
+                        file: src.origin.to_string(),
+                        line,
+                        column,
+                        key: mkey,
+                        message: format!(
+                            "member \"{name}\" appears twice in farm \"{}\"",
+                            f.name.get_ref()
+                        ),
+                    });
+                }
+                let weight = match &m.weight {
+                    Some(w) if *w.get_ref() == 0 => {
+                        return Err(src.error(
+                            w,
+                            format!("{mkey}.weight"),
+                            "weight must be at least 1",
+                        ));
+                    }
+                    Some(w) => *w.get_ref(),
+                    None => defaults::MEMBER_WEIGHT,
+                };
+                members.push(MemberConfig {
+                    name,
+                    host,
+                    port,
+                    weight,
+                });
+            }
+            farms.push(FarmConfig {
+                name: f.name.get_ref().clone(),
+                members,
+            });
+        }
+
+        let mut rules = Vec::new();
+        let mut rule_names = HashSet::new();
+        for (i, r) in raw.rules.iter().enumerate() {
+            let key = format!("rules[{i}]");
+            self.check_name(&r.name, &format!("{key}.name"), "rule", &mut rule_names)?;
+            let rule_listeners = match &r.listeners {
+                None => (0..listeners.len()).collect(),
+                Some(names) => {
+                    let mut idx = Vec::new();
+                    for n in names {
+                        let Some(pos) = listeners.iter().position(|l| &l.name == n.get_ref())
+                        else {
+                            return Err(src.error(
+                                n,
+                                format!("{key}.listeners"),
+                                format!("no listener is named \"{}\"", n.get_ref()),
+                            ));
+                        };
+                        idx.push(pos);
+                    }
+                    idx
+                }
+            };
+            let farm = farms
+                .iter()
+                .position(|f| &f.name == r.farm.get_ref())
+                .ok_or_else(|| {
+                    src.error(
+                        &r.farm,
+                        format!("{key}.farm"),
+                        format!("no farm is named \"{}\"", r.farm.get_ref()),
+                    )
+                })?;
+            if r.public_names.get_ref().is_empty() {
+                return Err(src.error(
+                    &r.public_names,
+                    format!("{key}.public_names"),
+                    "list at least one public name (or \"*\" for any)",
+                ));
+            }
+            let mut public_names = Vec::new();
+            for n in r.public_names.get_ref() {
+                let pattern = HostPattern::parse(n.get_ref())
+                    .map_err(|m| src.error(n, format!("{key}.public_names"), m))?;
+                public_names.push(pattern);
+            }
+            let mut paths = Vec::new();
+            for p in &r.paths {
+                paths.push(
+                    normalize_path_prefix(p.get_ref())
+                        .map_err(|m| src.error(p, format!("{key}.paths"), m))?,
+                );
+            }
+            if paths.is_empty() {
+                paths.push(defaults::RULE_PATH.to_string());
+            }
+            let internal_site_name = match &r.internal_site_name {
+                Some(n) => {
+                    let name = n.get_ref().trim().to_ascii_lowercase();
+                    let host_part = split_host_port(&name).0;
+                    if !is_host_name_or_ip(host_part) {
+                        return Err(src.error(
+                            n,
+                            format!("{key}.internal_site_name"),
+                            format!("\"{}\" is not a host name", n.get_ref()),
+                        ));
+                    }
+                    Some(name)
+                }
+                None => None,
+            };
+            rules.push(RuleConfig {
+                name: r.name.get_ref().clone(),
+                listeners: rule_listeners,
+                public_names,
+                paths,
+                farm,
+                internal_site_name,
+                preserve_host: r.preserve_host,
+            });
+        }
+
+        let mut sample_servers = Vec::new();
+        let mut sample_names = HashSet::new();
+        let mut binds: BTreeMap<SocketAddr, String> = BTreeMap::new();
+        for l in &listeners {
+            if l.bind.port() != 0 {
+                binds.insert(l.bind, format!("listener \"{}\"", l.name));
+            }
+        }
+        for (i, s) in raw.sample_servers.iter().enumerate() {
+            let key = format!("sample_servers[{i}]");
+            self.check_name(
+                &s.name,
+                &format!("{key}.name"),
+                "sample server",
+                &mut sample_names,
+            )?;
+            let bind = parse_socket_addr(&s.bind)
+                .map_err(|m| src.error(&s.bind, format!("{key}.bind"), m))?;
+            if bind.port() != 0
+                && let Some(other) =
+                    binds.insert(bind, format!("sample server \"{}\"", s.name.get_ref()))
+            {
+                return Err(src.error(
+                    &s.bind,
+                    format!("{key}.bind"),
+                    format!("{bind} is already used by {other}"),
+                ));
+            }
+            sample_servers.push(SampleServerConfig {
+                name: s.name.get_ref().clone(),
+                bind,
+            });
+        }
+
+        Ok(Config {
+            origin: src.origin.to_string(),
+            proxy,
+            access_log,
+            listeners,
+            hosts,
+            rules,
+            farms,
+            sample_servers,
+        })
+    }
+
+    fn check_name(
+        &self,
+        name: &Spanned<String>,
+        key: &str,
+        what: &str,
+        seen: &mut HashSet<String>,
+    ) -> Result<(), ConfigError> {
+        let n = name.get_ref();
+        if n.is_empty()
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(self.source.error(
+                name,
+                key,
+                format!("{what} name \"{n}\" may use only letters, digits, '-', '_' and '.'"),
+            ));
+        }
+        if !seen.insert(n.clone()) {
+            return Err(self.source.error(
+                name,
+                key,
+                format!("there are two {what}s named \"{n}\""),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parse_socket_addr(s: &Spanned<String>) -> Result<SocketAddr, String> {
+    s.get_ref().trim().parse().map_err(|_| {
+        format!(
+            "\"{}\" is not an address:port such as \"127.0.0.1:8080\"",
+            s.get_ref()
+        )
+    })
+}
+
+/// Splits `host:port`, `[v6]:port`, `host` or `v6` into host and optional port text.
+pub fn split_host_port(s: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = s.strip_prefix('[') {
+        return match rest.find(']') {
+            Some(end) => (&rest[..end], rest[end + 1..].strip_prefix(':')),
+            None => (s, None),
+        };
+    }
+    match s.rfind(':') {
+        // More than one colon without brackets: an IPv6 literal, no port.
+        Some(i) if s[..i].contains(':') => (s, None),
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    }
+}
+
+/// A DNS name (letters, digits, hyphens, dots; labels of 1..=63) or an IP literal.
+pub fn is_host_name_or_ip(s: &str) -> bool {
+    if s.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// `/app/*`, `/app/` and `/app` all mean "the `/app` subtree"; `/*` and `/` mean everything.
+fn normalize_path_prefix(p: &str) -> Result<String, String> {
+    let p = p.trim();
+    if !p.starts_with('/') {
+        return Err(format!("path \"{p}\" must start with '/'"));
+    }
+    let mut prefix = p.strip_suffix('*').unwrap_or(p);
+    if prefix.contains('*') || prefix.contains('?') || prefix.contains('#') {
+        return Err(format!(
+            "path \"{p}\" may end in '*' but contain no other '*', '?' or '#'"
+        ));
+    }
+    while prefix.len() > 1 && prefix.ends_with('/') {
+        prefix = &prefix[..prefix.len() - 1];
+    }
+    Ok(prefix.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+
+[[farms]]
+name = "f"
+members = [{ host = "127.0.0.1", port = 9 }]
+
+[[rules]]
+name = "r"
+public_names = ["*"]
+farm = "f"
+"#;
+
+    fn err(text: &str) -> ConfigError {
+        Config::parse(text, "t.toml").expect_err("config should be refused")
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL, "t.toml").unwrap();
+        assert_eq!(c.proxy.response_timeout, defaults::RESPONSE_TIMEOUT);
+        assert_eq!(c.rules[0].paths, vec!["/".to_string()]);
+        assert_eq!(c.rules[0].listeners, vec![0]);
+        assert_eq!(c.farms[0].members[0].name, "127.0.0.1:9");
+        assert_eq!(c.farms[0].members[0].weight, 1);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_table() {
+        let e = err(&MINIMAL.replace("port = 9 }]", "port = 9 }]\nbogus = 1"));
+        assert_eq!(e.line, 9);
+        assert_eq!(e.key, "[[farms]]");
+        assert!(e.message.contains("unknown field `bogus`"), "{e}");
+        assert!(e.to_string().starts_with("t.toml:9:1: [[farms]]:"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_line() {
+        let e = err(&format!(
+            "[proxy]\nconnect_timeout = \"10 parsecs\"\n{MINIMAL}"
+        ));
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn dangling_farm_reference() {
+        let e = err(&MINIMAL.replace("farm = \"f\"", "farm = \"nope\""));
+        assert_eq!((e.line, e.key.as_str()), (13, "rules[0].farm"));
+        assert!(e.message.contains("no farm is named \"nope\""), "{e}");
+    }
+
+    #[test]
+    fn dangling_listener_reference() {
+        let e = err(&MINIMAL.replace(
+            "farm = \"f\"",
+            "farm = \"f\"\nlisteners = [\"web\", \"tls\"]",
+        ));
+        assert_eq!(e.key, "rules[0].listeners");
+        assert_eq!(e.line, 14);
+        assert!(e.message.contains("\"tls\""), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names() {
+        let twice = format!("{MINIMAL}\n[[farms]]\nname = \"f\"\nmembers = [{{ host = \"a\" }}]\n");
+        let e = err(&twice);
+        assert_eq!((e.line, e.key.as_str()), (16, "farms[1].name"));
+        assert!(e.message.contains("two farms named \"f\""), "{e}");
+    }
+
+    #[test]
+    fn host_table_and_members() {
+        let c = Config::parse(
+            &format!("[hosts]\n\"Web1.Local\" = \"10.0.0.1\"\n\"multi\" = [\"10.0.0.2\", \"::1\"]\n{MINIMAL}"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.hosts["web1.local"],
+            vec!["10.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(c.hosts["multi"].len(), 2);
+        let e = err(&format!("[hosts]\n\"web1\" = \"not-an-ip\"\n{MINIMAL}"));
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("not an IP address"), "{e}");
+    }
+
+    #[test]
+    fn paths_normalise() {
+        assert_eq!(normalize_path_prefix("/app/*").unwrap(), "/app");
+        assert_eq!(normalize_path_prefix("/app/").unwrap(), "/app");
+        assert_eq!(normalize_path_prefix("/*").unwrap(), "/");
+        assert!(normalize_path_prefix("app").is_err());
+        assert!(normalize_path_prefix("/a*b").is_err());
+    }
+
+    #[test]
+    fn host_port_split() {
+        assert_eq!(split_host_port("a.b:80"), ("a.b", Some("80")));
+        assert_eq!(split_host_port("[::1]:80"), ("::1", Some("80")));
+        assert_eq!(split_host_port("::1"), ("::1", None));
+        assert_eq!(split_host_port("a.b"), ("a.b", None));
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded_default().unwrap();
+        assert_eq!(c.listeners[0].bind.to_string(), defaults::LISTEN_ADDRESS);
+        assert!(!c.sample_servers.is_empty());
+    }
+}

@@ -1,0 +1,166 @@
+//! The config file exactly as written: serde structs that refuse unknown keys and keep the byte
+//! span of every name and reference, so validation can point at the line that is wrong.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// The top level of `farmgate.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Format version of the file; only 1 exists.
+    pub version: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
+    pub access_log: RawAccessLog,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    /// The static host table: name -> one address or a list of them.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Spanned<HostAddresses>>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub farms: Vec<RawFarm>,
+    #[serde(default)]
+    pub sample_servers: Vec<RawSampleServer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    pub connect_timeout: Option<Dur>,
+    pub response_timeout: Option<Dur>,
+    pub pool_idle_timeout: Option<Dur>,
+    pub pool_max_idle_per_peer: Option<usize>,
+    pub resolve_interval: Option<Dur>,
+    pub shutdown_grace: Option<Dur>,
+    pub retry_after: Option<Dur>,
+    pub connect_retries: Option<u32>,
+    pub via: Option<Spanned<String>>,
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub format: Option<AccessLogFormat>,
+    /// `"-"` (standard output) or a file path.
+    pub path: Option<String>,
+}
+
+/// How access log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// The NCSA combined log format, with the rule, farm, member and duration appended.
+    Combined,
+    /// One JSON object per line.
+    Json,
+    /// No access log.
+    Off,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Spanned<String>,
+    pub bind: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum HostAddresses {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Spanned<String>,
+    /// Listener names; all listeners when absent.
+    pub listeners: Option<Vec<Spanned<String>>>,
+    /// Host names the clients use: exact, `*.example.com`, or `*` for any.
+    pub public_names: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub paths: Vec<Spanned<String>>,
+    pub farm: Spanned<String>,
+    pub internal_site_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub preserve_host: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFarm {
+    pub name: Spanned<String>,
+    pub members: Spanned<Vec<RawMember>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMember {
+    /// Computer name or IP address, as in TMG's farm member list.
+    pub host: Spanned<String>,
+    pub port: Option<u16>,
+    /// Display name; `host:port` when absent.
+    pub name: Option<Spanned<String>>,
+    pub weight: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSampleServer {
+    pub name: Spanned<String>,
+    pub bind: Spanned<String>,
+}
+
+/// A human-readable duration in the config (`"30s"`, `"5000ms"`, `"2m"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(de)?;
+        parse_duration(&text)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `"30s"`, `"5000ms"`, `"1m 30s"`; a bare number is refused because its unit would be a
+/// guess.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "duration \"{text}\" has no unit; write e.g. \"{trimmed}s\" or \"{trimmed}ms\""
+        ));
+    }
+    humantime::parse_duration(trimmed)
+        .map_err(|e| format!("invalid duration \"{text}\" ({e}); write e.g. \"30s\" or \"5000ms\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5000ms"), Ok(Duration::from_millis(5000)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("30").unwrap_err().contains("no unit"));
+        assert!(
+            parse_duration("30x")
+                .unwrap_err()
+                .contains("invalid duration")
+        );
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! Request-path failures and the one place they become HTTP responses.
+//!
+//! Each variant says where the failure came from (the client, the config, the farm, the member)
+//! and maps to exactly one status. Bodies are short plain text; they name the farm and the reason
+//! for a 503 (TMG's lesson: never a bare 500), but never a member's address, which stays in the
+//! log.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::ProxyBody;
+use crate::farm::Unavailable;
+use crate::pool::ConnectError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request itself is unusable (the client's fault).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// No publishing rule matches the listener, host and path.
+    #[error("no publishing rule matches host {host:?} and path {path:?}")]
+    NoRule { host: String, path: String },
+    /// The farm has no member that can take the request.
+    #[error("farm \"{farm}\" has no available member: {reason}")]
+    NoMember { farm: String, reason: Unavailable },
+    /// A member refused or failed the connection (after any retries).
+    #[error("member {member} of farm \"{farm}\": {source}")]
+    Connect {
+        farm: String,
+        member: String,
+        source: ConnectError,
+    },
+    /// A member did not send response headers in time.
+    #[error("member {member} of farm \"{farm}\" sent no response within {timeout:?}")]
+    ResponseTimeout {
+        farm: String,
+        member: String,
+        timeout: Duration,
+    },
+    /// A member broke the exchange (closed early, sent an invalid response).
+    #[error("member {member} of farm \"{farm}\" failed the exchange: {source}")]
+    Upstream {
+        farm: String,
+        member: String,
+        source: hyper::Error,
+    },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRule { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NoMember { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect {
+                source: ConnectError::Timeout { .. },
+                ..
+            } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// What the client is told.
+    fn public_message(&self) -> String {
+        match self {
+            ProxyError::BadRequest(why) => format!("bad request: {why}"),
+            ProxyError::NoRule { .. } => {
+                "no site is published here for this host name and path".into()
+            }
+            ProxyError::NoMember { farm, reason } => {
+                format!("farm \"{farm}\" cannot take the request: {reason}")
+            }
+            ProxyError::Connect { farm, .. } => {
+                format!("a server of farm \"{farm}\" could not be reached")
+            }
+            ProxyError::ResponseTimeout { farm, .. } => {
+                format!("a server of farm \"{farm}\" did not answer in time")
+            }
+            ProxyError::Upstream { farm, .. } => {
+                format!("a server of farm \"{farm}\" sent no valid response")
+            }
+        }
+    }
+
+    /// The response for this failure. `retry_after` goes on 503s.
+    pub fn to_response(&self, retry_after: Duration, via: &HeaderValue) -> Response<ProxyBody> {
+        let status = self.status();
+        let body = format!(
+            "{} {}\n{}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self.public_message()
+        );
+        let mut resp = Response::new(ProxyBody::full(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::VIA, via.clone());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+        }
+        if matches!(self, ProxyError::BadRequest(_)) {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_bodies() {
+        let via = HeaderValue::from_static("1.1 farmgate");
+        let e = ProxyError::NoMember {
+            farm: "web".into(),
+            reason: Unavailable::AllTried { tried: 2 },
+        };
+        let r = e.to_response(Duration::from_secs(5), &via);
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "5");
+        let timeout = ProxyError::Connect {
+            farm: "web".into(),
+            member: "m".into(),
+            source: ConnectError::Timeout {
+                addr: "127.0.0.1:1".parse().unwrap(),
+                timeout: Duration::from_secs(1),
+            },
+        };
+        assert_eq!(timeout.status(), 504);
+        assert!(!timeout.public_message().contains("127.0.0.1"));
+        assert_eq!(
+            ProxyError::NoRule {
+                host: "h".into(),
+                path: "/".into()
+            }
+            .status(),
+            404
+        );
+    }
+}

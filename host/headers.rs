@@ -1,0 +1,201 @@
+//! Header rewriting on the way through: hop-by-hop removal (RFC 9110 §7.6.1), the forwarding
+//! headers members rely on (X-Forwarded-For/-Proto/-Host, RFC 7239 `Forwarded`) and `Via`
+//! (RFC 9110 §7.6.3). Pure functions over a `HeaderMap`; no I/O.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use http::Version;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the
+/// `Proxy-*` and `Keep-Alive` names still sent by old clients).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+];
+
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(PROXY_CONNECTION);
+}
+
+/// What the forwarding headers say about the client side of a request.
+pub struct Forwarding<'a> {
+    pub client: IpAddr,
+    /// `http` or `https`: the scheme of the listener the request came in on.
+    pub proto: &'static str,
+    /// The Host the client asked for, before it is rewritten.
+    pub host: Option<&'a str>,
+}
+
+/// Appends the client to X-Forwarded-For and `Forwarded`, and sets X-Forwarded-Proto and
+/// X-Forwarded-Host to what this hop saw.
+pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    let client = f.client.to_string();
+    append_list(headers, X_FORWARDED_FOR, &client);
+
+    let mut element = String::with_capacity(64);
+    match f.client {
+        IpAddr::V4(_) => {
+            let _ = write!(element, "for={client}");
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(element, "for=\"[{client}]\"");
+        }
+    }
+    if let Some(host) = f.host {
+        element.push_str(";host=");
+        push_token_or_quoted(&mut element, host);
+    }
+    let _ = write!(element, ";proto={}", f.proto);
+    append_list(headers, header::FORWARDED, &element);
+
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
+    match f.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        Some(v) => {
+            headers.insert(X_FORWARDED_HOST, v);
+        }
+        None => {
+            headers.remove(X_FORWARDED_HOST);
+        }
+    }
+}
+
+/// Appends `<version> <pseudonym>` to Via.
+pub fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
+    let v = match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    append_list(headers, header::VIA, &format!("{v} {pseudonym}"));
+}
+
+/// Joins all existing values of a list header and `item` into one value.
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    let mut joined = String::new();
+    for v in headers.get_all(&name) {
+        if let Ok(s) = v.to_str() {
+            let s = s.trim();
+            if !s.is_empty() {
+                joined.push_str(s);
+                joined.push_str(", ");
+            }
+        }
+    }
+    joined.push_str(item);
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name, v);
+    }
+}
+
+/// RFC 7230 token characters may go bare; anything else (a host with a port has ':') is quoted.
+fn push_token_or_quoted(out: &mut String, v: &str) {
+    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !v.is_empty() && v.bytes().all(is_tchar) {
+        out.push_str(v);
+    } else {
+        out.push('"');
+        for c in v.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("x-other", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn forwarding_headers_append() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("forwarded", "for=203.0.113.7"),
+        ]);
+        add_forwarding(
+            &mut h,
+            &Forwarding {
+                client: "::1".parse().unwrap(),
+                proto: "http",
+                host: Some("www.contoso.com:8080"),
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, ::1");
+        assert_eq!(
+            h["forwarded"],
+            "for=203.0.113.7, for=\"[::1]\";host=\"www.contoso.com:8080\";proto=http"
+        );
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "www.contoso.com:8080");
+    }
+
+    #[test]
+    fn via() {
+        let mut h = map(&[("via", "1.0 fred")]);
+        append_via(&mut h, Version::HTTP_11, "farmgate");
+        assert_eq!(h["via"], "1.0 fred, 1.1 farmgate");
+    }
+}

@@ -1,0 +1,21 @@
+//! farmgate: a reverse proxy for web server farms whose policies are WebAssembly plugins.
+//!
+//! The binary (`main.rs`) only parses the command line and calls [`server::start`]. Each module
+//! owns one concern and says at its top what it must not do; `ARCHITECTURE.md` has the map.
+
+pub mod access_log;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod farm;
+pub mod headers;
+pub mod pool;
+pub mod proxy;
+pub mod resolve;
+pub mod routing;
+pub mod sample;
+pub mod server;
+pub mod telemetry;
+
+pub use config::{Config, ConfigError};
+pub use server::{Running, StartError, start};

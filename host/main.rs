@@ -1,0 +1,144 @@
+//! The `farmgate` command: parses the command line and starts things; nothing else lives here.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use farmgate::Config;
+use farmgate::telemetry::{self, LogFormat};
+
+/// Where `farmgate run` looks for a config when given none.
+const DEFAULT_CONFIG_PATH: &str = "config/farmgate.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "farmgate",
+    version,
+    about = "A reverse proxy for web server farms, with policies as WebAssembly plugins"
+)]
+struct Cli {
+    /// Log level or filter (RUST_LOG, when set, wins).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    /// How log lines are written to standard error.
+    #[arg(long, global = true, value_enum, default_value = "pretty")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// Config file; default config/farmgate.toml when present, else the built-in default.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and print a summary; exits non-zero when it is invalid.
+    Check {
+        /// The config file to check.
+        path: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(&cli.log_level, cli.log_format);
+    match cli.command {
+        Command::Check { path } => match Config::load(&path) {
+            Ok(c) => {
+                println!("{}", c.summary());
+                println!("config OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Run { config } => run(config.as_deref()),
+    }
+}
+
+fn run(path: Option<&Path>) -> ExitCode {
+    let loaded = match path {
+        Some(p) => Config::load(p),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            Config::load(Path::new(DEFAULT_CONFIG_PATH))
+        }
+        None => Config::embedded_default(),
+    };
+    let config = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut builder = if config.proxy.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if config.proxy.worker_threads > 1 {
+            b.worker_threads(config.proxy.worker_threads);
+        }
+        b
+    };
+    let runtime = match builder.enable_all().thread_name("farmgate-worker").build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        tracing::info!("{}", config.summary());
+        let running = match farmgate::start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        for (name, addr) in running.listeners() {
+            tracing::info!(listener = %name, "farmgate is serving: point a browser at http://{}/", browsable(*addr));
+        }
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new connections; in-flight requests may finish");
+        running.shutdown().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// `localhost:port` for loopback and unspecified binds, since that is what a person types.
+fn browsable(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

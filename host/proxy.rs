@@ -1,0 +1,418 @@
+//! The request path, as named phases: route (listener + Host + path -> publishing rule), pick a
+//! member of the rule's farm, rewrite the request head, forward over a pooled connection, rewrite
+//! the response head, and map any failure to a status (in [`crate::error`], the one place).
+//!
+//! A request loads the current [`Generation`] once and uses it to the end, so a reload never
+//! changes the rules under a request in flight. Bodies are streamed, never buffered.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use crate::access_log::{AccessLog, AccessRecord};
+use crate::body::{Completion, ProxyBody, ReqBody};
+use crate::config::{Config, RuleConfig};
+use crate::error::ProxyError;
+use crate::farm::{Farm, Member};
+use crate::headers::{self, Forwarding};
+use crate::pool::{ConnectError, Pool, Pooled};
+use crate::routing::RouteTable;
+
+/// Everything built from one config: immutable, swapped whole on reload.
+pub struct Generation {
+    pub config: Arc<Config>,
+    pub routes: RouteTable,
+    pub farms: Vec<Arc<Farm>>,
+    /// Per rule, the Host value sent to members when it is fixed (the internal site name).
+    rule_hosts: Vec<Option<HeaderValue>>,
+    /// `1.1 <pseudonym>`, for responses farmgate makes itself.
+    via: HeaderValue,
+}
+
+impl Generation {
+    pub fn new(config: Arc<Config>) -> Generation {
+        let routes = RouteTable::new(&config);
+        let farms = config
+            .farms
+            .iter()
+            .map(|f| Arc::new(Farm::new(f)))
+            .collect();
+        let rule_hosts = config
+            .rules
+            .iter()
+            .map(|r| {
+                r.internal_site_name
+                    .as_deref()
+                    .and_then(|n| HeaderValue::from_str(n).ok())
+            })
+            .collect();
+        let via = HeaderValue::from_str(&format!("1.1 {}", config.proxy.via))
+            .unwrap_or_else(|_| HeaderValue::from_static("1.1 farmgate"));
+        Generation {
+            config,
+            routes,
+            farms,
+            rule_hosts,
+            via,
+        }
+    }
+}
+
+/// Facts about the client connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Index into the config's listeners.
+    pub listener: usize,
+    pub client: SocketAddr,
+    /// `http` or `https`.
+    pub proto: &'static str,
+}
+
+pub struct Proxy {
+    generation: ArcSwap<Generation>,
+    pub pool: Arc<Pool>,
+    access_log: AccessLog,
+}
+
+/// How one attempt on one member ended without a response.
+enum AttemptError {
+    /// No connection could be made; the request was not sent and is handed back.
+    Connect(ConnectError, Box<Request<ReqBody>>),
+    /// The request was (or may have been) sent; it cannot be tried elsewhere.
+    Failed(ProxyError),
+}
+
+impl Proxy {
+    pub fn new(generation: Generation, pool: Arc<Pool>, access_log: AccessLog) -> Proxy {
+        Proxy {
+            generation: ArcSwap::from_pointee(generation),
+            pool,
+            access_log,
+        }
+    }
+
+    pub fn generation(&self) -> Arc<Generation> {
+        self.generation.load_full()
+    }
+
+    /// Serves one request; never fails (failures become responses).
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let generation = self.generation.load_full();
+        let mut log = self.access_log.record(&req, conn.client, start);
+        let span = tracing::info_span!(
+            "request",
+            method = %req.method(),
+            path = req.uri().path(),
+            client = %conn.client.ip(),
+            rule = Empty,
+            farm = Empty,
+            member = Empty,
+            status = Empty,
+            upstream_ms = Empty,
+        );
+        let result = self
+            .forward(&generation, req, conn, start, &mut log)
+            .instrument(span.clone())
+            .await;
+        match result {
+            Ok(resp) => {
+                span.record("status", resp.status().as_u16());
+                resp
+            }
+            Err(e) => {
+                let status = e.status();
+                span.record("status", status.as_u16());
+                if status.is_server_error() {
+                    span.in_scope(
+                        || tracing::warn!(error = %e, status = status.as_u16(), "request failed"),
+                    );
+                } else {
+                    span.in_scope(
+                        || tracing::debug!(error = %e, status = status.as_u16(), "request refused"),
+                    );
+                }
+                if let Some(l) = &mut log {
+                    l.status = status.as_u16();
+                }
+                let resp = e.to_response(generation.config.proxy.retry_after, &generation.via);
+                resp.map(|b| b.with_log(log))
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        generation: &Generation,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        start: Instant,
+        log: &mut Option<AccessRecord>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+
+        // Route.
+        let client_host = request_host(&parts)?;
+        let rule_idx = generation
+            .routes
+            .route(
+                conn.listener,
+                client_host.as_deref().unwrap_or(""),
+                parts.uri.path(),
+            )
+            .ok_or_else(|| ProxyError::NoRule {
+                host: client_host.clone().unwrap_or_default(),
+                path: parts.uri.path().to_string(),
+            })?;
+        let rule = &generation.config.rules[rule_idx];
+        let farm = &generation.farms[rule.farm];
+        let span = tracing::Span::current();
+        span.record("rule", rule.name.as_str());
+        span.record("farm", farm.name.as_str());
+        if let Some(l) = log.as_mut() {
+            l.rule = Some(rule.name.clone());
+            l.farm = Some(farm.name.clone());
+        }
+
+        // Rewrite the request head.
+        headers::remove_hop_by_hop(&mut parts.headers);
+        headers::add_forwarding(
+            &mut parts.headers,
+            &Forwarding {
+                client: conn.client.ip(),
+                proto: conn.proto,
+                host: client_host.as_deref(),
+            },
+        );
+        headers::append_via(
+            &mut parts.headers,
+            parts.version,
+            &generation.config.proxy.via,
+        );
+        parts.uri = origin_form(&parts.uri);
+        parts.version = Version::HTTP_11;
+        if !rule.preserve_host
+            && let Some(h) = &generation.rule_hosts[rule_idx]
+        {
+            parts.headers.insert(header::HOST, h.clone());
+        } else if rule.preserve_host
+            && let Some(h) = client_host
+                .as_deref()
+                .and_then(|h| HeaderValue::from_str(h).ok())
+        {
+            parts.headers.insert(header::HOST, h);
+        }
+        let per_member_host = !rule.preserve_host && rule.internal_site_name.is_none();
+        let mut req = Request::from_parts(parts, ReqBody::Incoming(body));
+
+        // Pick a member and forward; a member that refuses the connection is skipped (nothing was
+        // sent, so this is safe for any method) within the retry budget.
+        let mut tried = 0u64;
+        let mut retries_left = generation.config.proxy.connect_retries;
+        loop {
+            let member = farm
+                .pick_least_current(tried)
+                .map_err(|reason| ProxyError::NoMember {
+                    farm: farm.name.clone(),
+                    reason,
+                })?;
+            if per_member_host {
+                req.headers_mut()
+                    .insert(header::HOST, member.authority.clone());
+            }
+            let in_flight = member.begin();
+            let sent_at = Instant::now();
+            match self.attempt(generation, rule, farm, &member, req).await {
+                Ok((resp, pooled)) => {
+                    let upstream = sent_at.elapsed();
+                    member.record_latency(upstream);
+                    span.record("member", member.name.as_str());
+                    span.record("upstream_ms", upstream.as_secs_f64() * 1000.0);
+                    let (mut parts, body) = resp.into_parts();
+                    headers::remove_hop_by_hop(&mut parts.headers);
+                    headers::append_via(
+                        &mut parts.headers,
+                        parts.version,
+                        &generation.config.proxy.via,
+                    );
+                    let mut log = log.take();
+                    if let Some(l) = log.as_mut() {
+                        l.status = parts.status.as_u16();
+                        l.member = Some(member.name.clone());
+                    }
+                    tracing::trace!(
+                        elapsed_ms = start.elapsed().as_secs_f64() * 1000.0,
+                        "response head forwarded"
+                    );
+                    let completion = Completion {
+                        pooled: Some(pooled),
+                        in_flight: Some(in_flight),
+                        log,
+                    };
+                    return Ok(Response::from_parts(
+                        parts,
+                        ProxyBody::upstream(body, completion),
+                    ));
+                }
+                Err(AttemptError::Connect(e, back)) => {
+                    member
+                        .stats
+                        .failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(i) = farm.index_of(&member).filter(|i| *i < 64) {
+                        tried |= 1 << i;
+                    }
+                    if retries_left == 0 || farm.members.len() <= tried.count_ones() as usize {
+                        return Err(ProxyError::Connect {
+                            farm: farm.name.clone(),
+                            member: member.name.clone(),
+                            source: e,
+                        });
+                    }
+                    tracing::warn!(member = %member.name, error = %e, "member refused the connection; trying another");
+                    retries_left -= 1;
+                    req = *back;
+                }
+                Err(AttemptError::Failed(e)) => {
+                    member
+                        .stats
+                        .failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Sends the request to one member. A pooled connection that turns out to be closed is
+    /// replaced by a fresh one once: when hyper hands the unsent request back, or, for a request
+    /// with no body and an idempotent method, when the stale connection closed before answering.
+    async fn attempt(
+        &self,
+        generation: &Generation,
+        rule: &RuleConfig,
+        farm: &Farm,
+        member: &Member,
+        mut req: Request<ReqBody>,
+    ) -> Result<(Response<Incoming>, Pooled), AttemptError> {
+        let timeout = generation.config.proxy.response_timeout;
+        let failed = |source: hyper::Error| {
+            AttemptError::Failed(ProxyError::Upstream {
+                farm: farm.name.clone(),
+                member: member.name.clone(),
+                source,
+            })
+        };
+        let mut fresh = false;
+        loop {
+            let mut pooled = match self.connect(member, fresh).await {
+                Ok(p) => p,
+                Err(e) => return Err(AttemptError::Connect(e, Box::new(req))),
+            };
+            let replay = (pooled.reused
+                && is_idempotent(req.method())
+                && http_body::Body::is_end_stream(req.body()))
+            .then(|| clone_head(&req));
+            match tokio::time::timeout(timeout, pooled.sender.try_send_request(req)).await {
+                Ok(Ok(resp)) => return Ok((resp, pooled)),
+                Ok(Err(mut e)) if pooled.reused && !fresh => {
+                    fresh = true;
+                    match (e.take_message(), replay) {
+                        (Some(unsent), _) => req = unsent,
+                        (None, Some(head)) => req = head,
+                        (None, None) => return Err(failed(e.into_error())),
+                    }
+                    tracing::debug!(rule = %rule.name, member = %member.name, "pooled connection was stale; retrying on a new one");
+                }
+                Ok(Err(e)) => return Err(failed(e.into_error())),
+                Err(_) => {
+                    return Err(AttemptError::Failed(ProxyError::ResponseTimeout {
+                        farm: farm.name.clone(),
+                        member: member.name.clone(),
+                        timeout,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// A connection to the member, trying its addresses in resolver order.
+    async fn connect(&self, member: &Member, fresh: bool) -> Result<Pooled, ConnectError> {
+        let addrs = member.addrs();
+        let mut last = None;
+        for &addr in addrs.iter() {
+            let got = if fresh {
+                self.pool.connect_new(addr).await
+            } else {
+                self.pool.checkout(addr).await
+            };
+            match got {
+                Ok(p) => return Ok(p),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ConnectError::Io {
+            addr: SocketAddr::from(([0, 0, 0, 0], member.port)),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "member has no address"),
+        }))
+    }
+}
+
+/// The host the client asked for: the Host header, else the authority of an absolute-form URI.
+/// A HTTP/1.1 request without either is refused (RFC 9112 §3.2).
+fn request_host(parts: &Parts) -> Result<Option<String>, ProxyError> {
+    if let Some(auth) = parts.uri.authority() {
+        return Ok(Some(auth.as_str().to_string()));
+    }
+    match parts.headers.get(header::HOST) {
+        Some(v) => {
+            let s = v
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("the Host header is not ASCII"))?;
+            if s.is_empty()
+                || s.bytes()
+                    .any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@')
+            {
+                return Err(ProxyError::BadRequest("the Host header is not a host name"));
+            }
+            Ok(Some(s.to_string()))
+        }
+        None if parts.version == Version::HTTP_11 => Err(ProxyError::BadRequest(
+            "an HTTP/1.1 request needs a Host header",
+        )),
+        None => Ok(None),
+    }
+}
+
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(_) if uri.scheme().is_none() && uri.authority().is_none() => uri.clone(),
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// A copy of a bodiless request, kept to replay it on a new connection.
+fn clone_head(req: &Request<ReqBody>) -> Request<ReqBody> {
+    let mut copy = Request::new(ReqBody::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}

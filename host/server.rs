@@ -1,0 +1,243 @@
+//! Starting and stopping: binds listeners (or takes already-bound ones), starts the sample
+//! members, builds the first generation, runs the accept loops, and shuts down gracefully (stop
+//! accepting, let in-flight requests finish up to the grace period, then return).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::access_log::AccessLog;
+use crate::config::Config;
+use crate::pool::{Pool, PoolSettings};
+use crate::proxy::{ConnInfo, Generation, Proxy};
+use crate::resolve::Resolver;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind {what} to {addr}: {source}")]
+    Bind {
+        what: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
+}
+
+/// A started farmgate.
+pub struct Running {
+    pub proxy: Arc<Proxy>,
+    listeners: Vec<(String, SocketAddr)>,
+    samples: Vec<(String, SocketAddr)>,
+    shutdown: watch::Sender<bool>,
+    serving: JoinHandle<()>,
+    /// Resolver refresh, pool reaper and sample members: stopped after the listeners drain.
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The bound address of a listener (useful when the config asked for port 0).
+    pub fn addr(&self, listener: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == listener)
+            .map(|(_, a)| *a)
+    }
+
+    pub fn listeners(&self) -> &[(String, SocketAddr)] {
+        &self.listeners
+    }
+
+    pub fn sample_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.samples
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    /// Stops accepting, waits for in-flight requests up to the configured grace period, then
+    /// stops the background tasks.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.serving.await;
+        for t in self.background {
+            t.abort();
+        }
+    }
+}
+
+/// Starts farmgate on `config`: sample members first (members may point at them), then the
+/// listeners bound from the config.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let mut background = Vec::new();
+    let mut samples = Vec::new();
+    for s in &config.sample_servers {
+        let (addr, task) = crate::sample::start(s)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: format!("sample server \"{}\"", s.name),
+                addr: s.bind,
+                source,
+            })?;
+        samples.push((s.name.clone(), addr));
+        background.push(task);
+    }
+    let mut bound = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let listener = TcpListener::bind(l.bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: format!("listener \"{}\"", l.name),
+                addr: l.bind,
+                source,
+            })?;
+        bound.push((i, listener));
+    }
+    let mut running = start_with_listeners(config, bound).await?;
+    running.samples = samples;
+    running.background.extend(background);
+    Ok(running)
+}
+
+/// Starts farmgate on listeners the caller bound (index into the config's listeners, listener).
+pub async fn start_with_listeners(
+    config: Config,
+    listeners: Vec<(usize, TcpListener)>,
+) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    let settings = &config.proxy;
+    let pool = Arc::new(Pool::new(PoolSettings {
+        idle_timeout: settings.pool_idle_timeout,
+        max_idle_per_peer: settings.pool_max_idle_per_peer,
+        connect_timeout: settings.connect_timeout,
+    }));
+    let access_log = AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?;
+    let generation = Generation::new(Arc::clone(&config));
+    let resolver = Resolver::new(config.hosts.clone());
+    resolver.resolve_farms(&generation.farms).await;
+    let farms = generation.farms.clone();
+    let proxy = Arc::new(Proxy::new(generation, Arc::clone(&pool), access_log));
+
+    let background = vec![
+        tokio::spawn(resolver.refresh_loop(farms, settings.resolve_interval)),
+        tokio::spawn(Arc::clone(&pool).reap_loop()),
+    ];
+
+    let mut addrs = Vec::new();
+    for (i, l) in &listeners {
+        let addr = l.local_addr().map_err(|source| StartError::Bind {
+            what: format!("listener \"{}\"", config.listeners[*i].name),
+            addr: config.listeners[*i].bind,
+            source,
+        })?;
+        addrs.push((config.listeners[*i].name.clone(), addr));
+    }
+    let (tx, rx) = watch::channel(false);
+    let serving = tokio::spawn(serve(
+        Arc::clone(&proxy),
+        listeners,
+        rx,
+        settings.shutdown_grace,
+    ));
+    Ok(Running {
+        proxy,
+        listeners: addrs,
+        samples: Vec::new(),
+        shutdown: tx,
+        serving,
+        background,
+    })
+}
+
+/// Runs the accept loops until `shutdown` turns true, then drains connections for up to `grace`.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    listeners: Vec<(usize, TcpListener)>,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let loops: Vec<JoinHandle<()>> = listeners
+        .into_iter()
+        .map(|(index, listener)| {
+            tokio::spawn(accept_loop(
+                Arc::clone(&proxy),
+                index,
+                listener,
+                shutdown.clone(),
+                grace,
+            ))
+        })
+        .collect();
+    for l in loops {
+        let _ = l.await;
+    }
+}
+
+async fn accept_loop(
+    proxy: Arc<Proxy>,
+    index: usize,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, client) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors or a connection reset before accept: back off briefly
+                // instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let info = Arc::new(ConnInfo {
+            listener: index,
+            client,
+            proto: "http",
+        });
+        let proxy = Arc::clone(&proxy);
+        let svc = service_fn(move |req| {
+            let proxy = Arc::clone(&proxy);
+            let info = Arc::clone(&info);
+            async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%client, error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let open = graceful.count();
+    if open > 0 {
+        tracing::info!(connections = open, ?grace, "draining client connections");
+    }
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(?grace, "grace period over; closing remaining connections");
+    }
+}

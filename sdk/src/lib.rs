@@ -1,0 +1,1 @@
+//! The farmgate plugin SDK. The plugin contract lands with the plugin runtime.
