@@ -93,6 +93,9 @@ fn run(path: Option<&Path>) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Listen for signals before announcing anything, so a signal sent as soon as the
+        // start-up line appears is never missed.
+        let stop = stop_signal();
         tracing::info!("{}", config.summary());
         let running = match farmgate::start(config).await {
             Ok(r) => r,
@@ -104,7 +107,7 @@ fn run(path: Option<&Path>) -> ExitCode {
         for (name, addr) in running.listeners() {
             tracing::info!(listener = %name, "farmgate is serving: point a browser at http://{}/", browsable(*addr));
         }
-        wait_for_signal().await;
+        stop.await;
         tracing::info!("shutting down: no new connections; in-flight requests may finish");
         running.shutdown().await;
         tracing::info!("stopped");
@@ -121,24 +124,32 @@ fn browsable(addr: std::net::SocketAddr) -> String {
     }
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// returned future is first polled.
+#[cfg(unix)]
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
+                    _ = int.recv() => {}
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                tracing::warn!("cannot install signal handlers; stop farmgate by killing it");
+                std::future::pending::<()>().await;
             }
         }
     }
-    #[cfg(not(unix))]
-    {
+}
+
+#[cfg(not(unix))]
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -114,7 +114,9 @@ impl RouteTable {
                 .iter_mut()
                 .for_each(|(_, v)| v.sort_by(by_len));
             routes.any.sort_by(by_len);
-            routes.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+            routes
+                .wildcard
+                .sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         }
         RouteTable { listeners }
     }

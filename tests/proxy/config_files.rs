@@ -1,0 +1,167 @@
+//! Every shipped config loads; invalid configs fail naming the right line; `farmgate check`
+//! exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn shipped_configs() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    let mut dirs = vec![root.join("config"), root.join("examples")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n != "target") {
+                    dirs.push(p);
+                }
+            } else if p.extension().is_some_and(|x| x == "toml")
+                && p.file_name().is_some_and(|n| n != "Cargo.toml")
+            {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn every_shipped_config_loads() {
+    let files = shipped_configs();
+    assert!(
+        files.iter().any(|f| f.ends_with("config/farmgate.toml")),
+        "{files:?}"
+    );
+    for f in files {
+        if let Err(e) = farmgate::Config::load(&f) {
+            panic!("{e}");
+        }
+    }
+}
+
+#[test]
+fn the_embedded_default_is_the_shipped_default() {
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/farmgate.toml"))
+            .unwrap();
+    assert_eq!(farmgate::config::DEFAULT_CONFIG, shipped);
+}
+
+/// The default config writes out every default; a default changed in code but not in the file
+/// (or the reverse) fails here.
+#[test]
+fn the_default_config_states_the_defaults() {
+    use farmgate::config::defaults as d;
+    let c = farmgate::Config::embedded_default().unwrap();
+    let p = &c.proxy;
+    assert_eq!(p.connect_timeout, d::CONNECT_TIMEOUT);
+    assert_eq!(p.response_timeout, d::RESPONSE_TIMEOUT);
+    assert_eq!(p.pool_idle_timeout, d::POOL_IDLE_TIMEOUT);
+    assert_eq!(p.pool_max_idle_per_peer, d::POOL_MAX_IDLE_PER_PEER);
+    assert_eq!(p.resolve_interval, d::RESOLVE_INTERVAL);
+    assert_eq!(p.shutdown_grace, d::SHUTDOWN_GRACE);
+    assert_eq!(p.retry_after, d::RETRY_AFTER);
+    assert_eq!(p.connect_retries, d::CONNECT_RETRIES);
+    assert_eq!(p.via, d::VIA_PSEUDONYM);
+    assert_eq!(p.worker_threads, d::WORKER_THREADS);
+    assert_eq!(c.listeners[0].bind.to_string(), d::LISTEN_ADDRESS);
+}
+
+fn check(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("farmgate.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_farmgate"))
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const VALID: &str = r#"[[listeners]]
+name = "web"
+bind = "127.0.0.1:8080"
+
+[[farms]]
+name = "f"
+members = [{ host = "10.0.0.1" }]
+
+[[rules]]
+name = "r"
+public_names = ["www.example.com"]
+farm = "f"
+"#;
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let (code, stdout, _) = check(VALID);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("rule r: www.example.com / -> farm f"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("config OK"));
+}
+
+#[test]
+fn check_names_file_line_and_key_of_each_mistake() {
+    let cases: [(&str, String, &str, &str); 5] = [
+        (
+            "unknown key",
+            VALID.replace("bind = ", "bnid = "),
+            ":3:",
+            "unknown field `bnid`",
+        ),
+        (
+            "bad duration",
+            format!("[proxy]\nresponse_timeout = \"30\"\n{VALID}"),
+            ":2:",
+            "has no unit",
+        ),
+        (
+            "dangling farm",
+            VALID.replace("farm = \"f\"", "farm = \"g\""),
+            ":12:",
+            "rules[0].farm: no farm is named \"g\"",
+        ),
+        (
+            "dangling listener",
+            VALID.replace("farm = \"f\"", "farm = \"f\"\nlisteners = [\"tls\"]"),
+            ":13:",
+            "rules[0].listeners: no listener is named \"tls\"",
+        ),
+        (
+            "duplicate name",
+            format!("{VALID}\n[[rules]]\nname = \"r\"\npublic_names = [\"*\"]\nfarm = \"f\"\n"),
+            ":15:",
+            "rules[1].name: there are two rules named \"r\"",
+        ),
+    ];
+    for (what, text, line, message) in cases {
+        let (code, _, stderr) = check(&text);
+        assert_eq!(code, 1, "{what}: {stderr}");
+        assert!(
+            stderr.contains(&format!("farmgate.toml{line}")),
+            "{what}: {stderr}"
+        );
+        assert!(stderr.contains(message), "{what}: {stderr}");
+    }
+}
+
+#[test]
+fn check_of_a_missing_file_fails() {
+    let out = Command::new(env!("CARGO_BIN_EXE_farmgate"))
+        .args(["check", "/nonexistent/farmgate.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config file"));
+}

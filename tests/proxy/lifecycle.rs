@@ -1,0 +1,166 @@
+//! Start-up on the default config, the access log, and graceful shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::support::*;
+
+/// The shipped default config with its fixed ports swapped for free ones.
+async fn default_config_on_free_ports() -> String {
+    let mut text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/farmgate.toml"))
+            .unwrap();
+    text = text.replace("bind = \"127.0.0.1:8080\"", "bind = \"127.0.0.1:0\"");
+    for old in [8081, 8082, 8083] {
+        let new = closed_port().await;
+        text = text
+            .replace(&format!("127.0.0.1:{old}"), &format!("127.0.0.1:{new}"))
+            .replace(&format!("port = {old}"), &format!("port = {new}"));
+    }
+    text.replace("format = \"combined\"", "format = \"off\"")
+}
+
+#[tokio::test]
+async fn the_default_config_serves_its_demo_farm() {
+    let proxy = Proxy::start(&default_config_on_free_ports().await).await;
+    let mut client = Client::connect(proxy.addr).await;
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let a = client.get("localhost:8080", "/").await;
+        assert_eq!(a.status, 200);
+        let body = a.text();
+        let member = a
+            .header("x-served-by")
+            .expect("sample member names itself")
+            .to_string();
+        assert!(body.contains(&format!("Hello from {member}")), "{body}");
+        // The page links to the internal site name, which link translation will rewrite.
+        assert!(
+            body.contains("href=\"http://intranet.demo.internal/"),
+            "{body}"
+        );
+        served.insert(member);
+    }
+    assert_eq!(
+        served.into_iter().collect::<Vec<_>>(),
+        ["web1", "web2", "web3"]
+    );
+    let health = client.get("127.0.0.1", "/status.htm").await;
+    assert_eq!(
+        (health.status.as_u16(), health.text().as_str()),
+        (200, "OK\n")
+    );
+}
+
+#[tokio::test]
+async fn access_log_writes_one_json_line_per_request() {
+    let backend = Backend::start("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let config = simple_config(&[&backend], "", "").replace(
+        "format = \"off\"",
+        &format!("format = \"json\"\npath = \"{}\"", log.display()),
+    );
+    let proxy = Proxy::start(&config).await;
+    let mut client = Client::connect(proxy.addr).await;
+    client.get("www.example.com", "/a?b=c").await;
+    client.get("www.example.com", "/download?size=1000").await;
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("two access log lines", || read().lines().count() == 2).await;
+    let lines: Vec<serde_json::Value> = read()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["target"], "/a?b=c");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[0]["rule"], "site");
+    assert_eq!(lines[0]["farm"], "farm");
+    assert_eq!(lines[0]["member"], "b");
+    assert_eq!(lines[1]["bytes"], 1000);
+    assert_eq!(lines[1]["complete"], true);
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
+    let backend = Backend::start("b").await;
+    let mut proxy = Proxy::start(&simple_config(&[&backend], "", "")).await;
+    let addr = proxy.addr;
+    let held = tokio::spawn(async move { get_once(addr, "h", "/hold").await });
+    eventually("the member holds the request", || backend.requests() == 1).await;
+
+    let running = proxy.running.take().unwrap();
+    let stopping = tokio::spawn(running.shutdown());
+    bounded("listener closes", async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        !stopping.is_finished(),
+        "shutdown did not wait for the in-flight request"
+    );
+    backend.open_gate();
+    let a = bounded("held request", held).await.unwrap();
+    assert_eq!((a.status.as_u16(), a.text().as_str()), (200, "released"));
+    bounded("shutdown completes", stopping).await.unwrap();
+}
+
+#[test]
+fn the_binary_runs_a_config_and_stops_on_sigterm() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let config = rt.block_on(default_config_on_free_ports());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("farmgate.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_farmgate"))
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .take(50)
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split("point a browser at ")
+                .nth(1)
+                .map(|u| u.split('"').next().unwrap_or("").to_string())
+        })
+        .expect("start-up line naming the URL");
+    let port: u16 = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let a = rt.block_on(get_once(([127, 0, 0, 1], port).into(), "localhost", "/"));
+    assert_eq!(a.status, 200);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "farmgate did not exit after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}

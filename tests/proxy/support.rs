@@ -1,0 +1,505 @@
+//! Test support: real backend servers on 127.0.0.1:0, the real proxy, a real HTTP client, and a
+//! bounded `eventually` for conditions that become true asynchronously.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+pub type BoxBody =
+    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Upper bound for any wait in these tests; reaching it fails the test.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Polls `cond` until it holds, failing the test after [`PATIENCE`].
+pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs `fut` with the [`PATIENCE`] bound.
+pub async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// What a backend saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: http::HeaderMap,
+}
+
+/// A real HTTP/1.1 backend that records connections and requests.
+///
+/// Paths: `/upload` answers with the SHA-256 and length of the body it streamed in;
+/// `/download?size=N` streams N pattern bytes; `/gated` sends `first`, waits for
+/// [`Backend::open_gate`], then sends `second`; `/hold` waits for the gate before answering;
+/// `/upload-gated` tells [`Backend::first_chunk`] when the first body chunk arrives;
+/// `/headers` answers with hop-by-hop response headers; anything else answers with the name.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    gate: Arc<Notify>,
+    pub first_chunk: Arc<Notify>,
+    /// The accept loop and every connection task, so dropping the backend closes them all.
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        Backend::start_on("127.0.0.1:0".parse().unwrap(), name).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, name: &str) -> Backend {
+        // A backend just dropped from this address may take a moment to release it.
+        let listener = bounded("bind backend", async {
+            loop {
+                match TcpListener::bind(addr).await {
+                    Ok(l) => break l,
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => panic!("bind backend: {e}"),
+                }
+            }
+        })
+        .await;
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(Notify::new());
+        let first_chunk = Arc::new(Notify::new());
+        let state = Arc::new(State {
+            name: name.to_string(),
+            seen: Arc::clone(&seen),
+            gate: Arc::clone(&gate),
+            first_chunk: Arc::clone(&first_chunk),
+        });
+        let conns = Arc::clone(&connections);
+        let tasks = Arc::new(Mutex::new(Vec::new()));
+        let conn_tasks = Arc::clone(&tasks);
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                conns.fetch_add(1, Ordering::SeqCst);
+                let state = Arc::clone(&state);
+                let conn = tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, Infallible>(state.handle(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+                conn_tasks.lock().unwrap().push(conn.abort_handle());
+            }
+        });
+        tasks.lock().unwrap().push(accept.abort_handle());
+        Backend {
+            name: name.to_string(),
+            addr,
+            connections,
+            seen,
+            gate,
+            first_chunk,
+            tasks,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn requests(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn last_seen(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("backend saw a request")
+    }
+
+    pub fn open_gate(&self) {
+        self.gate.notify_one();
+    }
+}
+
+struct State {
+    name: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    gate: Arc<Notify>,
+    first_chunk: Arc<Notify>,
+}
+
+impl State {
+    async fn handle(&self, req: Request<Incoming>) -> Response<BoxBody> {
+        self.seen.lock().unwrap().push(Seen {
+            method: req.method().to_string(),
+            uri: req.uri().to_string(),
+            headers: req.headers().clone(),
+        });
+        let query: HashMap<String, String> = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut resp = match req.uri().path() {
+            "/upload" | "/upload-gated" => {
+                let gated = req.uri().path() == "/upload-gated";
+                let mut body = req.into_body();
+                let mut hash = Sha256::new();
+                let mut len = 0u64;
+                while let Some(frame) = body.frame().await {
+                    let Ok(frame) = frame else { break };
+                    if let Some(d) = frame.data_ref() {
+                        if len == 0 && gated {
+                            self.first_chunk.notify_one();
+                        }
+                        len += d.len() as u64;
+                        hash.update(d);
+                    }
+                }
+                text(format!("{} {}", hex(&hash.finalize()), len))
+            }
+            "/download" => {
+                let size = query.get("size").and_then(|s| s.parse().ok()).unwrap_or(0);
+                Response::new(PatternBody::new(size, 64 * 1024).boxed())
+            }
+            "/gated" => {
+                let gate = Arc::clone(&self.gate);
+                Response::new(
+                    GatedBody {
+                        first: Some(Bytes::from_static(b"first")),
+                        gate,
+                        waiting: None,
+                    }
+                    .boxed(),
+                )
+            }
+            "/hold" => {
+                self.gate.notified().await;
+                text("released".into())
+            }
+            "/headers" => {
+                let mut r = text(self.name.clone());
+                let h = r.headers_mut();
+                h.insert("connection", "x-backend-private".parse().unwrap());
+                h.insert("x-backend-private", "1".parse().unwrap());
+                h.insert("keep-alive", "timeout=5".parse().unwrap());
+                r
+            }
+            _ => text(self.name.clone()),
+        };
+        resp.headers_mut()
+            .insert("x-backend", self.name.parse().unwrap());
+        resp
+    }
+}
+
+fn text(s: String) -> Response<BoxBody> {
+    Response::new(Full::new(Bytes::from(s)).map_err(|e| match e {}).boxed())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// A body that sends `first`, then waits for the gate, then sends `second`.
+struct GatedBody {
+    first: Option<Bytes>,
+    gate: Arc<Notify>,
+    waiting: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+}
+
+impl Body for GatedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(first) = self.first.take() {
+            let gate = Arc::clone(&self.gate);
+            self.waiting = Some(Box::pin(async move { gate.notified().await }));
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        match self.waiting.as_mut() {
+            Some(w) => match w.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.waiting = None;
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"second")))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+/// A deterministic byte pattern of a given size, streamed in chunks.
+pub struct PatternBody {
+    remaining: u64,
+    offset: u64,
+    chunk: usize,
+    /// Whether the size is announced (hyper then sends Content-Length rather than chunks).
+    announce: bool,
+}
+
+impl PatternBody {
+    pub fn new(size: u64, chunk: usize) -> PatternBody {
+        PatternBody {
+            remaining: size,
+            offset: 0,
+            chunk,
+            announce: true,
+        }
+    }
+
+    /// The same body sent with chunked framing.
+    pub fn without_length(mut self) -> PatternBody {
+        self.announce = false;
+        self
+    }
+
+    /// The whole pattern in memory, for comparing.
+    pub fn bytes(size: u64) -> Vec<u8> {
+        (0..size).map(pattern_byte).collect()
+    }
+}
+
+fn pattern_byte(i: u64) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 8)) as u8
+}
+
+impl Body for PatternBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = (self.chunk as u64).min(self.remaining);
+        let start = self.offset;
+        let chunk: Vec<u8> = (start..start + n).map(pattern_byte).collect();
+        self.offset += n;
+        self.remaining -= n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.announce {
+            SizeHint::with_exact(self.remaining)
+        } else {
+            SizeHint::default()
+        }
+    }
+}
+
+/// A running proxy built from config text.
+pub struct Proxy {
+    pub running: Option<farmgate::Running>,
+    pub addr: SocketAddr,
+}
+
+impl Proxy {
+    pub async fn start(config: &str) -> Proxy {
+        let config = farmgate::Config::parse(config, "test.toml")
+            .unwrap_or_else(|e| panic!("test config: {e}"));
+        let running = farmgate::start(config).await.expect("proxy starts");
+        let addr = running.listeners()[0].1;
+        Proxy {
+            running: Some(running),
+            addr,
+        }
+    }
+
+    pub fn running(&self) -> &farmgate::Running {
+        self.running.as_ref().expect("running")
+    }
+
+    pub fn farm(&self, name: &str) -> Arc<farmgate::farm::Farm> {
+        let generation = self.running().proxy.generation();
+        generation
+            .farms
+            .iter()
+            .find(|f| f.name == name)
+            .cloned()
+            .expect("farm exists")
+    }
+}
+
+/// Config text for one listener, one rule for `*`, one farm of the given backends.
+pub fn simple_config(backends: &[&Backend], rule_extra: &str, proxy_extra: &str) -> String {
+    let members: Vec<String> = backends
+        .iter()
+        .map(|b| {
+            format!(
+                "{{ name = \"{}\", host = \"127.0.0.1\", port = {} }}",
+                b.name,
+                b.port()
+            )
+        })
+        .collect();
+    format!(
+        r#"
+[proxy]
+{proxy_extra}
+[access_log]
+format = "off"
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+[[rules]]
+name = "site"
+public_names = ["*"]
+farm = "farm"
+{rule_extra}
+[[farms]]
+name = "farm"
+members = [{}]
+"#,
+        members.join(", ")
+    )
+}
+
+/// A keep-alive HTTP/1.1 client connection to the proxy.
+pub struct Client {
+    sender: hyper::client::conn::http1::SendRequest<BoxBody>,
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect to proxy");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        Client { sender }
+    }
+
+    pub async fn send(&mut self, req: Request<BoxBody>) -> Response<Incoming> {
+        bounded("proxy answers", async {
+            self.sender.ready().await.expect("client connection ready");
+            self.sender
+                .send_request(req)
+                .await
+                .expect("response from proxy")
+        })
+        .await
+    }
+
+    pub async fn request(&mut self, req: Request<BoxBody>) -> Answer {
+        let resp = self.send(req).await;
+        let (parts, body) = resp.into_parts();
+        let body = bounded("response body", body.collect())
+            .await
+            .expect("body")
+            .to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&mut self, host: &str, path: &str) -> Answer {
+        self.request(get(host, path)).await
+    }
+}
+
+pub fn get(host: &str, path: &str) -> Request<BoxBody> {
+    Request::get(path)
+        .header("host", host)
+        .body(empty())
+        .unwrap()
+}
+
+pub fn empty() -> BoxBody {
+    Full::new(Bytes::new()).map_err(|e| match e {}).boxed()
+}
+
+/// One request on a new connection.
+pub async fn get_once(addr: SocketAddr, host: &str, path: &str) -> Answer {
+    Client::connect(addr).await.get(host, path).await
+}
+
+/// A port with nothing listening on 127.0.0.1 (bound, then released).
+pub async fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
