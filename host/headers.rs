@@ -52,7 +52,7 @@ pub struct Forwarding<'a> {
     /// `http` or `https`: the scheme of the listener the request came in on.
     pub proto: &'static str,
     /// The Host the client asked for, before it is rewritten.
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
 }
 
 /// Appends the client to X-Forwarded-For and `Forwarded`, and sets X-Forwarded-Proto and
@@ -70,7 +70,7 @@ pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
             let _ = write!(element, "for=\"[{client}]\"");
         }
     }
-    if let Some(host) = f.host {
+    if let Some(host) = f.host.and_then(|h| h.to_str().ok()) {
         element.push_str(";host=");
         push_token_or_quoted(&mut element, host);
     }
@@ -78,9 +78,9 @@ pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     append_list(headers, header::FORWARDED, &element);
 
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
-    match f.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    match f.host {
         Some(v) => {
-            headers.insert(X_FORWARDED_HOST, v);
+            headers.insert(X_FORWARDED_HOST, v.clone());
         }
         None => {
             headers.remove(X_FORWARDED_HOST);
@@ -102,6 +102,12 @@ pub fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
 
 /// Joins all existing values of a list header and `item` into one value.
 fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    if !headers.contains_key(&name) {
+        if let Ok(v) = HeaderValue::from_str(item) {
+            headers.insert(name, v);
+        }
+        return;
+    }
     let mut joined = String::new();
     for v in headers.get_all(&name) {
         if let Ok(s) = v.to_str() {
@@ -180,7 +186,7 @@ mod tests {
             &Forwarding {
                 client: "::1".parse().unwrap(),
                 proto: "http",
-                host: Some("www.contoso.com:8080"),
+                host: Some(&HeaderValue::from_static("www.contoso.com:8080")),
             },
         );
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, ::1");

@@ -161,15 +161,15 @@ impl Proxy {
 
         // Route.
         let client_host = request_host(&parts)?;
+        let host_str = client_host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
         let rule_idx = generation
             .routes
-            .route(
-                conn.listener,
-                client_host.as_deref().unwrap_or(""),
-                parts.uri.path(),
-            )
+            .route(conn.listener, host_str, parts.uri.path())
             .ok_or_else(|| ProxyError::NoRule {
-                host: client_host.clone().unwrap_or_default(),
+                host: host_str.to_string(),
                 path: parts.uri.path().to_string(),
             })?;
         let rule = &generation.config.rules[rule_idx];
@@ -189,7 +189,7 @@ impl Proxy {
             &Forwarding {
                 client: conn.client.ip(),
                 proto: conn.proto,
-                host: client_host.as_deref(),
+                host: client_host.as_ref(),
             },
         );
         headers::append_via(
@@ -204,11 +204,9 @@ impl Proxy {
         {
             parts.headers.insert(header::HOST, h.clone());
         } else if rule.preserve_host
-            && let Some(h) = client_host
-                .as_deref()
-                .and_then(|h| HeaderValue::from_str(h).ok())
+            && let Some(h) = &client_host
         {
-            parts.headers.insert(header::HOST, h);
+            parts.headers.insert(header::HOST, h.clone());
         }
         let per_member_host = !rule.preserve_host && rule.internal_site_name.is_none();
         let mut req = Request::from_parts(parts, ReqBody::Incoming(body));
@@ -366,11 +364,13 @@ impl Proxy {
     }
 }
 
-/// The host the client asked for: the Host header, else the authority of an absolute-form URI.
+/// The host the client asked for: the authority of an absolute-form URI, else the Host header.
 /// A HTTP/1.1 request without either is refused (RFC 9112 §3.2).
-fn request_host(parts: &Parts) -> Result<Option<String>, ProxyError> {
+fn request_host(parts: &Parts) -> Result<Option<HeaderValue>, ProxyError> {
     if let Some(auth) = parts.uri.authority() {
-        return Ok(Some(auth.as_str().to_string()));
+        let v = HeaderValue::from_str(auth.as_str())
+            .map_err(|_| ProxyError::BadRequest("the request target's authority is not valid"))?;
+        return Ok(Some(v));
     }
     match parts.headers.get(header::HOST) {
         Some(v) => {
@@ -383,7 +383,7 @@ fn request_host(parts: &Parts) -> Result<Option<String>, ProxyError> {
             {
                 return Err(ProxyError::BadRequest("the Host header is not a host name"));
             }
-            Ok(Some(s.to_string()))
+            Ok(Some(v.clone()))
         }
         None if parts.version == Version::HTTP_11 => Err(ProxyError::BadRequest(
             "an HTTP/1.1 request needs a Host header",

@@ -60,8 +60,8 @@ pub struct RouteTable {
 #[derive(Debug, Default)]
 struct ListenerRoutes {
     exact: HashMap<String, Vec<Prefix>>,
-    /// Longest suffix first.
-    wildcard: Vec<(String, Vec<Prefix>)>,
+    /// Keyed by suffix with its leading dot (`.contoso.com`).
+    wildcard: HashMap<String, Vec<Prefix>>,
     any: Vec<Prefix>,
 }
 
@@ -84,15 +84,7 @@ impl RouteTable {
                     let list = match pattern {
                         HostPattern::Any => &mut routes.any,
                         HostPattern::Exact(h) => routes.exact.entry(h.clone()).or_default(),
-                        HostPattern::Suffix(s) => {
-                            match routes.wildcard.iter().position(|(w, _)| w == s) {
-                                Some(i) => &mut routes.wildcard[i].1,
-                                None => {
-                                    routes.wildcard.push((s.clone(), Vec::new()));
-                                    &mut routes.wildcard.last_mut().expect("just pushed").1
-                                }
-                            }
-                        }
+                        HostPattern::Suffix(s) => routes.wildcard.entry(s.clone()).or_default(),
                     };
                     for p in &rule.paths {
                         // The first rule to claim a host + prefix keeps it.
@@ -109,14 +101,8 @@ impl RouteTable {
         for routes in &mut listeners {
             let by_len = |a: &Prefix, b: &Prefix| b.prefix.len().cmp(&a.prefix.len());
             routes.exact.values_mut().for_each(|v| v.sort_by(by_len));
-            routes
-                .wildcard
-                .iter_mut()
-                .for_each(|(_, v)| v.sort_by(by_len));
+            routes.wildcard.values_mut().for_each(|v| v.sort_by(by_len));
             routes.any.sort_by(by_len);
-            routes
-                .wildcard
-                .sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         }
         RouteTable { listeners }
     }
@@ -131,12 +117,14 @@ impl RouteTable {
         {
             return Some(rule);
         }
-        for (suffix, list) in &routes.wildcard {
-            if host.len() > suffix.len()
-                && host.ends_with(suffix.as_str())
-                && let Some(rule) = longest_prefix(list, path)
-            {
-                return Some(rule);
+        if !routes.wildcard.is_empty() {
+            // Each dot after the first label starts a candidate suffix, longest first.
+            for (i, _) in host.match_indices('.').filter(|(i, _)| *i > 0) {
+                if let Some(list) = routes.wildcard.get(&host[i..])
+                    && let Some(rule) = longest_prefix(list, path)
+                {
+                    return Some(rule);
+                }
             }
         }
         longest_prefix(&routes.any, path)
