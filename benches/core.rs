@@ -115,7 +115,7 @@ fn header_rewriting(c: &mut Criterion) {
     group.bench_function("hop_by_hop_only", |b| {
         b.iter_batched_ref(
             || template.clone(),
-            |h| headers::remove_hop_by_hop(h),
+            headers::remove_hop_by_hop,
             criterion::BatchSize::SmallInput,
         )
     });
