@@ -91,7 +91,8 @@ fn browser_headers() -> HeaderMap {
 
 fn header_rewriting(c: &mut Criterion) {
     let template = browser_headers();
-    let client = "198.51.100.23".parse().expect("ip");
+    let client = headers::ClientAddr::new("198.51.100.23".parse().expect("ip"));
+    let via = headers::Via::new("farmgate");
     let host = HeaderValue::from_static("www.contoso.com");
     let mut group = c.benchmark_group("headers");
     group.bench_function("request_rewrite_15_headers", |b| {
@@ -102,12 +103,12 @@ fn header_rewriting(c: &mut Criterion) {
                 headers::add_forwarding(
                     h,
                     &Forwarding {
-                        client,
+                        client: &client,
                         proto: "http",
                         host: Some(&host),
                     },
                 );
-                headers::append_via(h, Version::HTTP_11, "farmgate");
+                via.append(h, Version::HTTP_11);
             },
             criterion::BatchSize::SmallInput,
         )

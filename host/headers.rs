@@ -2,7 +2,6 @@
 //! headers members rely on (X-Forwarded-For/-Proto/-Host, RFC 7239 `Forwarded`) and `Via`
 //! (RFC 9110 §7.6.3). Pure functions over a `HeaderMap`; no I/O.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::Version;
@@ -46,9 +45,32 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(PROXY_CONNECTION);
 }
 
+/// The client side of a connection, formatted once per connection for the forwarding headers.
+#[derive(Debug, Clone)]
+pub struct ClientAddr {
+    /// `203.0.113.7` or `2001:db8::1`, for X-Forwarded-For.
+    text: String,
+    /// `for=203.0.113.7` or `for="[2001:db8::1]"`, for `Forwarded`.
+    forwarded_for: String,
+}
+
+impl ClientAddr {
+    pub fn new(ip: IpAddr) -> ClientAddr {
+        let text = ip.to_string();
+        let forwarded_for = match ip {
+            IpAddr::V4(_) => format!("for={text}"),
+            IpAddr::V6(_) => format!("for=\"[{text}]\""),
+        };
+        ClientAddr {
+            text,
+            forwarded_for,
+        }
+    }
+}
+
 /// What the forwarding headers say about the client side of a request.
 pub struct Forwarding<'a> {
-    pub client: IpAddr,
+    pub client: &'a ClientAddr,
     /// `http` or `https`: the scheme of the listener the request came in on.
     pub proto: &'static str,
     /// The Host the client asked for, before it is rewritten.
@@ -58,23 +80,16 @@ pub struct Forwarding<'a> {
 /// Appends the client to X-Forwarded-For and `Forwarded`, and sets X-Forwarded-Proto and
 /// X-Forwarded-Host to what this hop saw.
 pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
-    let client = f.client.to_string();
-    append_list(headers, X_FORWARDED_FOR, &client);
+    append_list(headers, X_FORWARDED_FOR, &f.client.text);
 
     let mut element = String::with_capacity(64);
-    match f.client {
-        IpAddr::V4(_) => {
-            let _ = write!(element, "for={client}");
-        }
-        IpAddr::V6(_) => {
-            let _ = write!(element, "for=\"[{client}]\"");
-        }
-    }
+    element.push_str(&f.client.forwarded_for);
     if let Some(host) = f.host.and_then(|h| h.to_str().ok()) {
         element.push_str(";host=");
         push_token_or_quoted(&mut element, host);
     }
-    let _ = write!(element, ";proto={}", f.proto);
+    element.push_str(";proto=");
+    element.push_str(f.proto);
     append_list(headers, header::FORWARDED, &element);
 
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
@@ -88,16 +103,49 @@ pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     }
 }
 
-/// Appends `<version> <pseudonym>` to Via.
-pub fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
-    let v = match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    };
-    append_list(headers, header::VIA, &format!("{v} {pseudonym}"));
+/// The `Via` entries of this proxy, one per protocol version, formatted once per config.
+#[derive(Debug, Clone)]
+pub struct Via {
+    v10: HeaderValue,
+    v11: HeaderValue,
+    v2: HeaderValue,
+}
+
+impl Via {
+    /// `pseudonym` must be visible ASCII (the config checks it).
+    pub fn new(pseudonym: &str) -> Via {
+        let value = |v: &str| {
+            HeaderValue::from_str(&format!("{v} {pseudonym}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("1.1 farmgate"))
+        };
+        Via {
+            v10: value("1.0"),
+            v11: value("1.1"),
+            v2: value("2"),
+        }
+    }
+
+    pub fn for_version(&self, version: Version) -> &HeaderValue {
+        match version {
+            Version::HTTP_09 | Version::HTTP_10 => &self.v10,
+            Version::HTTP_2 | Version::HTTP_3 => &self.v2,
+            _ => &self.v11,
+        }
+    }
+
+    /// Appends this proxy's entry for `version` to the Via header.
+    pub fn append(&self, headers: &mut HeaderMap, version: Version) {
+        let entry = self.for_version(version);
+        if headers.contains_key(header::VIA) {
+            append_list(
+                headers,
+                header::VIA,
+                entry.to_str().unwrap_or("1.1 farmgate"),
+            );
+        } else {
+            headers.insert(header::VIA, entry.clone());
+        }
+    }
 }
 
 /// Joins all existing values of a list header and `item` into one value.
@@ -184,7 +232,7 @@ mod tests {
         add_forwarding(
             &mut h,
             &Forwarding {
-                client: "::1".parse().unwrap(),
+                client: &ClientAddr::new("::1".parse().unwrap()),
                 proto: "http",
                 host: Some(&HeaderValue::from_static("www.contoso.com:8080")),
             },
@@ -201,7 +249,10 @@ mod tests {
     #[test]
     fn via() {
         let mut h = map(&[("via", "1.0 fred")]);
-        append_via(&mut h, Version::HTTP_11, "farmgate");
+        Via::new("farmgate").append(&mut h, Version::HTTP_11);
         assert_eq!(h["via"], "1.0 fred, 1.1 farmgate");
+        let mut h = HeaderMap::new();
+        Via::new("edge").append(&mut h, Version::HTTP_10);
+        assert_eq!(h["via"], "1.0 edge");
     }
 }

@@ -33,8 +33,8 @@ pub struct Generation {
     pub farms: Vec<Arc<Farm>>,
     /// Per rule, the Host value sent to members when it is fixed (the internal site name).
     rule_hosts: Vec<Option<HeaderValue>>,
-    /// `1.1 <pseudonym>`, for responses farmgate makes itself.
-    via: HeaderValue,
+    /// This proxy's `Via` entries.
+    via: headers::Via,
 }
 
 impl Generation {
@@ -54,8 +54,7 @@ impl Generation {
                     .and_then(|n| HeaderValue::from_str(n).ok())
             })
             .collect();
-        let via = HeaderValue::from_str(&format!("1.1 {}", config.proxy.via))
-            .unwrap_or_else(|_| HeaderValue::from_static("1.1 farmgate"));
+        let via = headers::Via::new(&config.proxy.via);
         Generation {
             config,
             routes,
@@ -72,6 +71,8 @@ pub struct ConnInfo {
     /// Index into the config's listeners.
     pub listener: usize,
     pub client: SocketAddr,
+    /// The client address formatted for the forwarding headers.
+    pub client_addr: headers::ClientAddr,
     /// `http` or `https`.
     pub proto: &'static str,
 }
@@ -143,7 +144,10 @@ impl Proxy {
                 if let Some(l) = &mut log {
                     l.status = status.as_u16();
                 }
-                let resp = e.to_response(generation.config.proxy.retry_after, &generation.via);
+                let resp = e.to_response(
+                    generation.config.proxy.retry_after,
+                    generation.via.for_version(http::Version::HTTP_11),
+                );
                 resp.map(|b| b.with_log(log))
             }
         }
@@ -187,16 +191,12 @@ impl Proxy {
         headers::add_forwarding(
             &mut parts.headers,
             &Forwarding {
-                client: conn.client.ip(),
+                client: &conn.client_addr,
                 proto: conn.proto,
                 host: client_host.as_ref(),
             },
         );
-        headers::append_via(
-            &mut parts.headers,
-            parts.version,
-            &generation.config.proxy.via,
-        );
+        generation.via.append(&mut parts.headers, parts.version);
         parts.uri = origin_form(&parts.uri);
         parts.version = Version::HTTP_11;
         if !rule.preserve_host
@@ -236,11 +236,7 @@ impl Proxy {
                     span.record("upstream_ms", upstream.as_secs_f64() * 1000.0);
                     let (mut parts, body) = resp.into_parts();
                     headers::remove_hop_by_hop(&mut parts.headers);
-                    headers::append_via(
-                        &mut parts.headers,
-                        parts.version,
-                        &generation.config.proxy.via,
-                    );
+                    generation.via.append(&mut parts.headers, parts.version);
                     let mut log = log.take();
                     if let Some(l) = log.as_mut() {
                         l.status = parts.status.as_u16();

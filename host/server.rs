@@ -211,6 +211,7 @@ async fn accept_loop(
         let info = Arc::new(ConnInfo {
             listener: index,
             client,
+            client_addr: crate::headers::ClientAddr::new(client.ip()),
             proto: "http",
         });
         let proxy = Arc::clone(&proxy);
