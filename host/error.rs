@@ -38,6 +38,9 @@ pub enum ProxyError {
         member: String,
         timeout: Duration,
     },
+    /// A fail-closed plugin failed.
+    #[error("{0}")]
+    Plugin(crate::plugins::PluginFailure),
     /// A member broke the exchange (closed early, sent an invalid response).
     #[error("member {member} of farm \"{farm}\" failed the exchange: {source}")]
     Upstream {
@@ -52,7 +55,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRule { .. } => StatusCode::NOT_FOUND,
-            ProxyError::NoMember { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoMember { .. } | ProxyError::Plugin(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect {
                 source: ConnectError::Timeout { .. },
                 ..
@@ -72,6 +75,7 @@ impl ProxyError {
             ProxyError::NoMember { farm, reason } => {
                 format!("farm \"{farm}\" cannot take the request: {reason}")
             }
+            ProxyError::Plugin(_) => "a policy for this site failed; try again shortly".into(),
             ProxyError::Connect { farm, .. } => {
                 format!("a server of farm \"{farm}\" could not be reached")
             }

@@ -307,6 +307,8 @@ mod tests {
                     weight: 1,
                 })
                 .collect(),
+            affinity: crate::config::Binding::Folder,
+            health_evaluation: crate::config::Binding::Folder,
         });
         for m in &f.members {
             m.set_addrs(vec![SocketAddr::from(([127, 0, 0, 1], m.port))]);

@@ -9,6 +9,8 @@ pub mod config;
 pub mod error;
 pub mod farm;
 pub mod headers;
+pub mod plugins;
+pub mod policy;
 pub mod pool;
 pub mod proxy;
 pub mod resolve;

@@ -23,6 +23,8 @@ use crate::config::{Config, RuleConfig};
 use crate::error::ProxyError;
 use crate::farm::{Farm, Member};
 use crate::headers::{self, Forwarding};
+use crate::plugins::{Hook, Runtime};
+use crate::policy;
 use crate::pool::{ConnectError, Pool, Pooled};
 use crate::routing::RouteTable;
 
@@ -81,6 +83,8 @@ pub struct Proxy {
     generation: ArcSwap<Generation>,
     pub pool: Arc<Pool>,
     access_log: AccessLog,
+    /// The plugin runtime, when a plugin folder is configured.
+    pub plugins: Option<Arc<Runtime>>,
 }
 
 /// How one attempt on one member ended without a response.
@@ -92,11 +96,17 @@ enum AttemptError {
 }
 
 impl Proxy {
-    pub fn new(generation: Generation, pool: Arc<Pool>, access_log: AccessLog) -> Proxy {
+    pub fn new(
+        generation: Generation,
+        pool: Arc<Pool>,
+        access_log: AccessLog,
+        plugins: Option<Arc<Runtime>>,
+    ) -> Proxy {
         Proxy {
             generation: ArcSwap::from_pointee(generation),
             pool,
             access_log,
+            plugins,
         }
     }
 
@@ -177,13 +187,51 @@ impl Proxy {
                 path: parts.uri.path().to_string(),
             })?;
         let rule = &generation.config.rules[rule_idx];
-        let farm = &generation.farms[rule.farm];
         let span = tracing::Span::current();
         span.record("rule", rule.name.as_str());
+
+        // Router chain: may pick another farm, rewrite the head, or answer directly.
+        let runtime = self.plugins.as_deref();
+        let router_chain = runtime
+            .map(|r| r.chain(Hook::Router, &rule.router))
+            .unwrap_or_default();
+        let mut view = None;
+        let mut rewrite = policy::Rewrite::default();
+        if let Some(rt) = runtime
+            && !router_chain.is_empty()
+        {
+            let v = view.insert(policy::request_view(
+                &parts, conn, generation, rule_idx, host_str,
+            ));
+            match policy::route(rt, &router_chain, v, generation)? {
+                None => {}
+                Some(policy::Routed::Forward(rw)) => rewrite = rw,
+                Some(policy::Routed::Respond(resp)) => {
+                    let mut resp = *resp;
+                    generation.via.append(resp.headers_mut(), Version::HTTP_11);
+                    let mut log = log.take();
+                    if let Some(l) = log.as_mut() {
+                        l.rule = Some(rule.name.clone());
+                        l.status = resp.status().as_u16();
+                    }
+                    return Ok(resp.map(|b| b.with_log(log)));
+                }
+            }
+        }
+        let farm_idx = rewrite.farm.unwrap_or(rule.farm);
+        let farm = &generation.farms[farm_idx];
         span.record("farm", farm.name.as_str());
         if let Some(l) = log.as_mut() {
             l.rule = Some(rule.name.clone());
             l.farm = Some(farm.name.clone());
+        }
+        let affinity_chain = runtime
+            .map(|r| r.chain(Hook::Affinity, &generation.config.farms[farm_idx].affinity))
+            .unwrap_or_default();
+        if !affinity_chain.is_empty() && view.is_none() {
+            view = Some(policy::request_view(
+                &parts, conn, generation, rule_idx, host_str,
+            ));
         }
 
         // Rewrite the request head.
@@ -197,9 +245,17 @@ impl Proxy {
             },
         );
         generation.via.append(&mut parts.headers, parts.version);
-        parts.uri = origin_form(&parts.uri);
+        parts.uri = match &rewrite.path_and_query {
+            Some(p) => p.parse().unwrap_or_else(|_| origin_form(&parts.uri)),
+            None => origin_form(&parts.uri),
+        };
         parts.version = Version::HTTP_11;
-        if !rule.preserve_host
+        let plugin_host = rewrite.host.take();
+        let per_member_host =
+            plugin_host.is_none() && !rule.preserve_host && rule.internal_site_name.is_none();
+        if let Some(h) = plugin_host {
+            parts.headers.insert(header::HOST, h);
+        } else if !rule.preserve_host
             && let Some(h) = &generation.rule_hosts[rule_idx]
         {
             parts.headers.insert(header::HOST, h.clone());
@@ -208,7 +264,12 @@ impl Proxy {
         {
             parts.headers.insert(header::HOST, h.clone());
         }
-        let per_member_host = !rule.preserve_host && rule.internal_site_name.is_none();
+        for name in &rewrite.remove_headers {
+            parts.headers.remove(name);
+        }
+        for (name, value) in rewrite.set_headers.drain(..) {
+            parts.headers.insert(name, value);
+        }
         let mut req = Request::from_parts(parts, ReqBody::Incoming(body));
 
         // Pick a member and forward; a member that refuses the connection is skipped (nothing was
@@ -216,12 +277,22 @@ impl Proxy {
         let mut tried = 0u64;
         let mut retries_left = generation.config.proxy.connect_retries;
         loop {
-            let member = farm
-                .pick_least_current(tried)
-                .map_err(|reason| ProxyError::NoMember {
-                    farm: farm.name.clone(),
-                    reason,
-                })?;
+            // Affinity chain first (on the first attempt), then the built-in balancing.
+            let chosen = match (runtime, &view) {
+                (Some(rt), Some(v)) if tried == 0 && !affinity_chain.is_empty() => {
+                    policy::choose(rt, &affinity_chain, v, farm)?
+                }
+                _ => None,
+            };
+            let member = match chosen {
+                Some(m) => m,
+                None => farm
+                    .pick_least_current(tried)
+                    .map_err(|reason| ProxyError::NoMember {
+                        farm: farm.name.clone(),
+                        reason,
+                    })?,
+            };
             if per_member_host {
                 req.headers_mut()
                     .insert(header::HOST, member.authority.clone());

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
+use crate::plugins::{Runtime, watch_folder};
 use crate::pool::{Pool, PoolSettings};
 use crate::proxy::{ConnInfo, Generation, Proxy};
 use crate::resolve::Resolver;
@@ -31,6 +32,13 @@ pub enum StartError {
     },
     #[error("cannot open the access log: {0}")]
     AccessLog(std::io::Error),
+    #[error(transparent)]
+    Plugins(crate::plugins::RuntimeError),
+    #[error("cannot watch the plugin folder {dir}: {source}")]
+    PluginFolder {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A started farmgate.
@@ -125,12 +133,32 @@ pub async fn start_with_listeners(
     let resolver = Resolver::new(config.hosts.clone());
     resolver.resolve_farms(&generation.farms).await;
     let farms = generation.farms.clone();
-    let proxy = Arc::new(Proxy::new(generation, Arc::clone(&pool), access_log));
+    let mut background = Vec::new();
+    let plugins = match &config.plugins.dir {
+        None => None,
+        Some(dir) => {
+            let runtime = Runtime::new(config.plugins.clone()).map_err(StartError::Plugins)?;
+            let watcher = watch_folder(Arc::clone(&runtime), dir.clone())
+                .await
+                .map_err(|source| StartError::PluginFolder {
+                    dir: dir.clone(),
+                    source,
+                })?;
+            background.push(watcher);
+            Some(runtime)
+        }
+    };
+    let proxy = Arc::new(Proxy::new(
+        generation,
+        Arc::clone(&pool),
+        access_log,
+        plugins,
+    ));
 
-    let background = vec![
+    background.extend([
         tokio::spawn(resolver.refresh_loop(farms, settings.resolve_interval)),
         tokio::spawn(Arc::clone(&pool).reap_loop()),
-    ];
+    ]);
 
     let mut addrs = Vec::new();
     for (i, l) in &listeners {

@@ -47,3 +47,13 @@ pub const RULE_PATH: &str = "/";
 /// A member's weight when the config gives none (ARR's default weight is 100 of 100 for each
 /// server; only the ratio matters, so 1 is as good).
 pub const MEMBER_WEIGHT: u32 = 1;
+
+/// Longest a single plugin call may run before it is interrupted (epoch deadline).
+pub const PLUGIN_CALL_TIMEOUT: Duration = Duration::from_millis(10);
+
+/// Linear memory one plugin instance may grow to.
+pub const PLUGIN_MEMORY_LIMIT_MB: u32 = 32;
+
+/// Consecutive failures after which a plugin is disabled (with exponential backoff, until a new
+/// file arrives).
+pub const PLUGIN_FAILURES_BEFORE_DISABLE: u32 = 5;

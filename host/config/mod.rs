@@ -39,6 +39,33 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub farms: Vec<FarmConfig>,
     pub sample_servers: Vec<SampleServerConfig>,
+    pub plugins: PluginSettings,
+}
+
+/// The plugin runtime's settings and each plugin's own.
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    /// The watched folder; `None` means no folder is watched.
+    pub dir: Option<std::path::PathBuf>,
+    pub call_timeout: Duration,
+    pub memory_limit_bytes: usize,
+    pub failures_before_disable: u32,
+    /// By plugin name (file name without `.wasm`).
+    pub config: HashMap<String, PluginConfig>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PluginConfig {
+    pub fail_closed: bool,
+    /// The settings table as JSON, handed to the plugin's `init`.
+    pub settings_json: String,
+}
+
+/// Plugins bound to a hook: an explicit list, or every plugin in the folder that has the hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    Folder,
+    Named(Vec<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -80,12 +107,16 @@ pub struct RuleConfig {
     pub farm: usize,
     pub internal_site_name: Option<String>,
     pub preserve_host: bool,
+    pub router: Binding,
+    pub link_translation: Binding,
 }
 
 #[derive(Debug, Clone)]
 pub struct FarmConfig {
     pub name: String,
     pub members: Vec<MemberConfig>,
+    pub affinity: Binding,
+    pub health_evaluation: Binding,
 }
 
 #[derive(Debug, Clone)]
@@ -425,6 +456,9 @@ impl Validator<'_> {
             farms.push(FarmConfig {
                 name: f.name.get_ref().clone(),
                 members,
+                affinity: self.binding(&f.affinity, &format!("{key}.affinity"))?,
+                health_evaluation: self
+                    .binding(&f.health_evaluation, &format!("{key}.health_evaluation"))?,
             });
         }
 
@@ -507,6 +541,9 @@ impl Validator<'_> {
                 farm,
                 internal_site_name,
                 preserve_host: r.preserve_host,
+                router: self.binding(&r.router, &format!("{key}.router"))?,
+                link_translation: self
+                    .binding(&r.link_translation, &format!("{key}.link_translation"))?,
             });
         }
 
@@ -544,8 +581,11 @@ impl Validator<'_> {
             });
         }
 
+        let plugins = self.plugins(raw.plugins)?;
+
         Ok(Config {
             origin: src.origin.to_string(),
+            plugins,
             proxy,
             access_log,
             listeners,
@@ -553,6 +593,71 @@ impl Validator<'_> {
             rules,
             farms,
             sample_servers,
+        })
+    }
+
+    fn binding(
+        &self,
+        names: &Option<Vec<Spanned<String>>>,
+        key: &str,
+    ) -> Result<Binding, ConfigError> {
+        let Some(names) = names else {
+            return Ok(Binding::Folder);
+        };
+        let mut seen = HashSet::new();
+        for n in names {
+            self.check_name(n, key, "plugin", &mut seen)?;
+        }
+        Ok(Binding::Named(
+            names.iter().map(|n| n.get_ref().clone()).collect(),
+        ))
+    }
+
+    fn plugins(&self, raw: raw::RawPlugins) -> Result<PluginSettings, ConfigError> {
+        let base = Path::new(self.source.origin)
+            .parent()
+            .filter(|p| self.source.origin != DEFAULT_CONFIG_NAME && !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| std::path::PathBuf::from("."));
+        let dir = raw
+            .dir
+            .filter(|d| !d.trim().is_empty())
+            .map(|d| base.join(d.trim()));
+        let memory_limit_mb = match raw.memory_limit_mb {
+            Some(m) if *m.get_ref() == 0 => {
+                return Err(self
+                    .source
+                    .error(&m, "plugins.memory_limit_mb", "must be at least 1"));
+            }
+            Some(m) => *m.get_ref(),
+            None => defaults::PLUGIN_MEMORY_LIMIT_MB,
+        };
+        let mut config = HashMap::new();
+        for (name, c) in raw.config {
+            let settings_json = match c.settings {
+                Some(t) => serde_json::to_string(&t).unwrap_or_else(|_| "{}".into()),
+                None => "{}".into(),
+            };
+            config.insert(
+                name,
+                PluginConfig {
+                    fail_closed: c.fail_closed,
+                    settings_json,
+                },
+            );
+        }
+        Ok(PluginSettings {
+            dir,
+            call_timeout: raw
+                .call_timeout
+                .map(|d| d.0)
+                .unwrap_or(defaults::PLUGIN_CALL_TIMEOUT),
+            memory_limit_bytes: memory_limit_mb as usize * 1024 * 1024,
+            failures_before_disable: raw
+                .failures_before_disable
+                .unwrap_or(defaults::PLUGIN_FAILURES_BEFORE_DISABLE)
+                .max(1),
+            config,
         })
     }
 

@@ -28,6 +28,32 @@ pub struct RawConfig {
     pub farms: Vec<RawFarm>,
     #[serde(default)]
     pub sample_servers: Vec<RawSampleServer>,
+    #[serde(default)]
+    pub plugins: RawPlugins,
+}
+
+/// `[plugins]`: the plugin runtime and each plugin's settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugins {
+    /// The watched folder; relative paths are relative to the config file's directory.
+    pub dir: Option<String>,
+    pub call_timeout: Option<Dur>,
+    pub memory_limit_mb: Option<Spanned<u32>>,
+    pub failures_before_disable: Option<u32>,
+    /// `[plugins.config.NAME]`, NAME being the file name without `.wasm`.
+    #[serde(default)]
+    pub config: BTreeMap<String, RawPluginConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPluginConfig {
+    /// On a plugin failure, answer 503 instead of going on down the chain.
+    #[serde(default)]
+    pub fail_closed: bool,
+    /// Handed to the plugin (as JSON) when it is instantiated.
+    pub settings: Option<toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +119,10 @@ pub struct RawRule {
     pub internal_site_name: Option<Spanned<String>>,
     #[serde(default)]
     pub preserve_host: bool,
+    /// Router plugins, in order; absent = every router plugin in the watched folder.
+    pub router: Option<Vec<Spanned<String>>>,
+    /// Link-translation plugins, in order; absent = every one in the watched folder.
+    pub link_translation: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +130,10 @@ pub struct RawRule {
 pub struct RawFarm {
     pub name: Spanned<String>,
     pub members: Spanned<Vec<RawMember>>,
+    /// Affinity plugins, in order; absent = every affinity plugin in the watched folder.
+    pub affinity: Option<Vec<Spanned<String>>>,
+    /// Health-evaluation plugins, in order; absent = every one in the watched folder.
+    pub health_evaluation: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

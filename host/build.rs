@@ -1,0 +1,74 @@
+//! Builds the wasm guests in `plugins/` (a cargo workspace of its own) for `wasm32-wasip2`, once
+//! per build, into OUT_DIR with their own target directory, and tells the crate where they are:
+//! `FARMGATE_GUEST_DIR` names the directory holding `<crate_name>.wasm` for each guest.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let root =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let plugins = root.join("plugins");
+    let manifest = plugins.join("Cargo.toml");
+    let target_dir = out.join("guests");
+    let guest_dir = target_dir.join("wasm32-wasip2").join("release");
+    println!("cargo:rustc-env=FARMGATE_GUEST_DIR={}", guest_dir.display());
+    println!("cargo:rerun-if-changed=host/build.rs");
+    watch(&root.join("sdk"));
+    if !manifest.exists() {
+        std::fs::create_dir_all(&guest_dir).expect("create guest dir");
+        return;
+    }
+    watch(&plugins);
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "--manifest-path",
+    ])
+    .arg(&manifest)
+    .arg("--target-dir")
+    .arg(&target_dir);
+    // The outer build's settings are for the host target, not for the guests.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("run cargo to build the wasm guests");
+    if !status.success() {
+        panic!(
+            "building the wasm guests in plugins/ failed. If the error above says the \
+             wasm32-wasip2 target is missing, run `.ci/setup` (it runs `rustup target add wasm32-wasip2`)."
+        );
+    }
+}
+
+/// Reruns the build script when anything under `dir` changes, except build output.
+fn watch(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        if name == "target" || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if p.is_dir() {
+            watch(&p);
+        } else {
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
+    }
+}

@@ -1,0 +1,590 @@
+//! The plugin runtime: the only module that touches wasmtime.
+//!
+//! One [`Engine`] and one [`Linker`] for the process. Each `.wasm` in the watched folder is
+//! compiled (off the async worker threads), checked for the `farmgate:plugin` version it was built
+//! against, pre-instantiated once ([`bindings::PluginPre`]), instantiated and initialised once as
+//! a smoke test, and only then swapped into the current [`PluginSet`] with arc-swap.
+//!
+//! Calls run on the calling thread against an instance taken from that thread's own cache, so no
+//! lock is shared by requests and no instance is created per request. Every call has an epoch
+//! deadline (a ticker thread advances the epoch every millisecond) and every instance a memory
+//! cap. A failing call (trap, deadline, memory cap, or a decision the host cannot use) throws the
+//! instance away, is logged with plugin, version, hook and reason, and is counted; a plugin that
+//! keeps failing is disabled with exponential backoff until a new file replaces it.
+//!
+//! Plugins get WASI only as far as Rust's std needs it: no directories, no network, no
+//! environment, no arguments.
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "sdk/wit",
+        world: "plugin",
+    });
+}
+
+mod watch;
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use bindings::exports::farmgate::plugin::affinity::{AffinityDecision, MemberChoice};
+pub use bindings::exports::farmgate::plugin::router::{
+    DirectResponse, ForwardTo, RedirectTo, RouteDecision,
+};
+pub use bindings::farmgate::plugin::types::{
+    FarmView, Hook, MemberState as MemberStateView, MemberView, RequestView,
+};
+
+use crate::config::{Binding, PluginConfig, PluginSettings};
+
+pub use watch::watch_folder;
+
+/// The `farmgate:plugin` package version this host speaks. Components built against another
+/// minor version (for 0.x) are refused with a message naming both.
+pub const CONTRACT_PACKAGE: &str = "farmgate:plugin";
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// How often the epoch advances; call deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// First disable period of a plugin that keeps failing; doubled each time, up to the maximum.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// The runtime: engine, linker, the current plugin set.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<State>,
+    settings: ArcSwap<PluginSettings>,
+    set: ArcSwap<PluginSet>,
+    started: Instant,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+/// The plugins loaded now, in file-name order.
+#[derive(Default)]
+pub struct PluginSet {
+    pub plugins: Vec<Arc<Plugin>>,
+}
+
+/// One loaded version of one plugin file.
+pub struct Plugin {
+    /// The file name without `.wasm`; what configs bind.
+    pub name: String,
+    pub file: PathBuf,
+    /// SHA-256 of the file, hex.
+    pub hash: String,
+    /// The hooks the plugin said it implements.
+    pub hooks: Vec<Hook>,
+    pub config: PluginConfig,
+    pre: bindings::PluginPre<State>,
+    /// Distinguishes versions in the per-thread instance caches.
+    id: u64,
+    pub stats: PluginStats,
+    memory_limit: usize,
+}
+
+/// Counters of one plugin version, for logs and the admin API.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    pub calls: AtomicU64,
+    pub failures: AtomicU64,
+    consecutive: AtomicU32,
+    /// Milliseconds since the runtime started until which the plugin is disabled (0: enabled).
+    disabled_until_ms: AtomicU64,
+    backoff_ms: AtomicU64,
+}
+
+/// What went wrong with a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginFailure {
+    pub plugin: String,
+    pub version: String,
+    pub hook: &'static str,
+    pub reason: String,
+    /// The plugin's config says a failure must fail the request (503).
+    pub fail_closed: bool,
+}
+
+impl std::fmt::Display for PluginFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "plugin {} ({}) {} hook: {}",
+            self.plugin, self.version, self.hook, self.reason
+        )
+    }
+}
+
+/// The runtime could not be set up (engine, linker or ticker thread).
+#[derive(Debug, thiserror::Error)]
+#[error("plugin runtime: {0}")]
+pub struct RuntimeError(String);
+
+/// Store data of one instance.
+struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    plugin: Arc<str>,
+    started: Instant,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::farmgate::plugin::types::Host for State {}
+
+impl bindings::farmgate::plugin::host::Host for State {
+    fn log(&mut self, level: bindings::farmgate::plugin::host::LogLevel, message: String) {
+        use bindings::farmgate::plugin::host::LogLevel as L;
+        let plugin = &*self.plugin;
+        match level {
+            L::Trace => tracing::trace!(target: "farmgate::plugin", plugin, "{message}"),
+            L::Debug => tracing::debug!(target: "farmgate::plugin", plugin, "{message}"),
+            L::Info => tracing::info!(target: "farmgate::plugin", plugin, "{message}"),
+            L::Warn => tracing::warn!(target: "farmgate::plugin", plugin, "{message}"),
+            L::Error => tracing::error!(target: "farmgate::plugin", plugin, "{message}"),
+        }
+    }
+
+    fn monotonic_now_ns(&mut self) -> u64 {
+        self.started.elapsed().as_nanos().min(u64::MAX as u128) as u64
+    }
+
+    fn random_u64(&mut self) -> u64 {
+        random_u64()
+    }
+}
+
+/// A per-thread xorshift generator seeded from the OS-randomised std hasher.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    thread_local! {
+        static SEED: std::cell::Cell<u64> = std::cell::Cell::new(RandomState::new().hash_one(0u64) | 1);
+    }
+    SEED.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+
+/// An instance ready for calls.
+struct Instance {
+    store: Store<State>,
+    bindings: bindings::Plugin,
+}
+
+/// Per-thread idle instances, by plugin version.
+struct Cached {
+    id: u64,
+    version: Weak<Plugin>,
+    idle: Option<Instance>,
+}
+
+thread_local! {
+    static INSTANCES: RefCell<Vec<Cached>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Runtime {
+    pub fn new(settings: PluginSettings) -> Result<Arc<Runtime>, RuntimeError> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config)
+            .map_err(|e| RuntimeError(format!("cannot create the wasm engine: {e}")))?;
+        let mut linker = Linker::<State>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| RuntimeError(format!("cannot link WASI: {e}")))?;
+        bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError(format!("cannot link the host interface: {e}")))?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = Arc::clone(&ticker_stop);
+            std::thread::Builder::new()
+                .name("farmgate-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| RuntimeError(format!("cannot start the epoch ticker: {e}")))?;
+        }
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            settings: ArcSwap::from_pointee(settings),
+            set: ArcSwap::from_pointee(PluginSet::default()),
+            started: Instant::now(),
+            ticker_stop,
+        }))
+    }
+
+    pub fn plugins(&self) -> Arc<PluginSet> {
+        self.set.load_full()
+    }
+
+    pub fn settings(&self) -> Arc<PluginSettings> {
+        self.settings.load_full()
+    }
+
+    /// Compiles, checks and smoke-tests one plugin file. Blocking: call from a blocking thread.
+    pub fn load(
+        &self,
+        name: &str,
+        file: &Path,
+        bytes: &[u8],
+        hash: String,
+    ) -> Result<Arc<Plugin>, String> {
+        let settings = self.settings.load();
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| format!("does not compile: {e:#}"))?;
+        check_contract(&self.engine, &component)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(bindings::PluginPre::new)
+            .map_err(|e| {
+                format!("does not fit the farmgate:plugin@{CONTRACT_VERSION} contract: {e:#}")
+            })?;
+        let mut plugin = Plugin {
+            name: name.to_string(),
+            file: file.to_path_buf(),
+            hash,
+            hooks: Vec::new(),
+            config: settings
+                .config
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| PluginConfig {
+                    fail_closed: false,
+                    settings_json: "{}".into(),
+                }),
+            pre,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            stats: PluginStats::default(),
+            memory_limit: settings.memory_limit_bytes,
+        };
+        // The smoke test: instantiate and initialise once; the answer says which hooks it has.
+        let (_, hooks) = plugin
+            .instantiate(settings.call_timeout)
+            .map_err(|e| format!("failed its start-up check: {e}"))?;
+        if hooks.is_empty() {
+            return Err("implements no hook (init returned an empty list)".into());
+        }
+        plugin.hooks = hooks;
+        Ok(Arc::new(plugin))
+    }
+
+    /// Replaces the plugin set (the watcher's job).
+    pub fn install(&self, set: PluginSet) {
+        self.set.store(Arc::new(set));
+    }
+
+    /// The enabled plugins bound to `hook` under `binding`, in chain order.
+    pub fn chain(&self, hook: Hook, binding: &Binding) -> Vec<Arc<Plugin>> {
+        let set = self.set.load();
+        if set.plugins.is_empty() {
+            return Vec::new();
+        }
+        let now = self.now_ms();
+        let usable = |p: &Arc<Plugin>| p.hooks.contains(&hook) && p.enabled(now);
+        match binding {
+            Binding::Folder => set.plugins.iter().filter(|p| usable(p)).cloned().collect(),
+            Binding::Named(names) => names
+                .iter()
+                .filter_map(|n| set.plugins.iter().find(|p| &p.name == n))
+                .filter(|p| usable(p))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        let timeout = self.settings.load().call_timeout;
+        (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
+    }
+
+    /// Asks a router plugin.
+    pub fn route(
+        &self,
+        plugin: &Arc<Plugin>,
+        req: &RequestView,
+    ) -> Result<RouteDecision, PluginFailure> {
+        self.call(plugin, "router", |i| {
+            i.bindings
+                .farmgate_plugin_router()
+                .call_route(&mut i.store, req)
+        })
+    }
+
+    /// Asks an affinity plugin; a member id outside the farm is a failure.
+    pub fn choose(
+        &self,
+        plugin: &Arc<Plugin>,
+        req: &RequestView,
+        farm: &FarmView,
+    ) -> Result<AffinityDecision, PluginFailure> {
+        let decision = self.call(plugin, "affinity", |i| {
+            i.bindings
+                .farmgate_plugin_affinity()
+                .call_choose(&mut i.store, req, farm)
+        })?;
+        if let AffinityDecision::Member(m) = &decision
+            && !farm.members.iter().any(|v| v.id == m.id)
+        {
+            return Err(self.invalid(
+                plugin,
+                "affinity",
+                format!(
+                    "chose member {} but the farm has {} members",
+                    m.id,
+                    farm.members.len()
+                ),
+            ));
+        }
+        Ok(decision)
+    }
+
+    /// Records a decision the host cannot use as a failure of the plugin.
+    pub fn invalid(
+        &self,
+        plugin: &Arc<Plugin>,
+        hook: &'static str,
+        reason: String,
+    ) -> PluginFailure {
+        self.failed(plugin, hook, reason)
+    }
+
+    fn call<R>(
+        &self,
+        plugin: &Arc<Plugin>,
+        hook: &'static str,
+        f: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginFailure> {
+        plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let mut instance = match take_cached(plugin) {
+            Some(i) => i,
+            None => match plugin.instantiate(self.settings.load().call_timeout) {
+                Ok((i, _)) => i,
+                Err(e) => return Err(self.failed(plugin, hook, e)),
+            },
+        };
+        instance.store.set_epoch_deadline(self.deadline_ticks());
+        match f(&mut instance) {
+            Ok(r) => {
+                plugin.stats.consecutive.store(0, Ordering::Relaxed);
+                put_cached(plugin, instance);
+                Ok(r)
+            }
+            // The instance is dropped here: its state after a trap is not trusted.
+            Err(e) => Err(self.failed(plugin, hook, describe(&e))),
+        }
+    }
+
+    fn failed(&self, plugin: &Arc<Plugin>, hook: &'static str, reason: String) -> PluginFailure {
+        let stats = &plugin.stats;
+        stats.failures.fetch_add(1, Ordering::Relaxed);
+        let consecutive = stats.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+        let version = plugin.short_hash().to_string();
+        tracing::warn!(
+            plugin = %plugin.name, version = %version, hook, reason = %reason,
+            fail_closed = plugin.config.fail_closed, "plugin call failed; its instance is discarded"
+        );
+        let threshold = self.settings.load().failures_before_disable;
+        if consecutive >= threshold {
+            let backoff = stats.backoff_ms.load(Ordering::Relaxed);
+            let next = if backoff == 0 {
+                BACKOFF_START.as_millis() as u64
+            } else {
+                (backoff * 2).min(BACKOFF_MAX.as_millis() as u64)
+            };
+            stats.backoff_ms.store(next, Ordering::Relaxed);
+            stats
+                .disabled_until_ms
+                .store(self.now_ms() + next, Ordering::Relaxed);
+            stats.consecutive.store(0, Ordering::Relaxed);
+            tracing::error!(
+                plugin = %plugin.name, version = %version, failures = consecutive,
+                disabled_for_ms = next, "plugin disabled after repeated failures; a new file re-enables it"
+            );
+        }
+        PluginFailure {
+            plugin: plugin.name.clone(),
+            version,
+            hook,
+            reason,
+            fail_closed: plugin.config.fail_closed,
+        }
+    }
+
+    /// Milliseconds the plugin stays disabled, if it is.
+    pub fn disabled_for(&self, plugin: &Plugin) -> Option<Duration> {
+        let until = plugin.stats.disabled_until_ms.load(Ordering::Relaxed);
+        let now = self.now_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Plugin {
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..self.hash.len().min(12)]
+    }
+
+    fn enabled(&self, now_ms: u64) -> bool {
+        self.stats.disabled_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+
+    /// A fresh instance, initialised with the plugin's settings; returns the hooks it reports.
+    fn instantiate(&self, timeout: Duration) -> Result<(Instance, Vec<Hook>), String> {
+        let state = State {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.memory_limit)
+                .trap_on_grow_failure(true)
+                .build(),
+            plugin: Arc::from(self.name.as_str()),
+            started: Instant::now(),
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1;
+        // Instantiation and init run under a deadline too (a guest's start-up can loop).
+        store.set_epoch_deadline(ticks.saturating_mul(10));
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| describe(&e))?;
+        let hooks = bindings
+            .farmgate_plugin_lifecycle()
+            .call_init(&mut store, &self.config.settings_json)
+            .map_err(|e| describe(&e))?
+            .map_err(|e| format!("init refused its settings: {e}"))?;
+        Ok((Instance { store, bindings }, hooks))
+    }
+}
+
+fn take_cached(plugin: &Arc<Plugin>) -> Option<Instance> {
+    INSTANCES.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        // Versions no longer loaded anywhere free their instances here.
+        cache.retain(|c| c.version.strong_count() > 0);
+        cache
+            .iter_mut()
+            .find(|c| c.id == plugin.id)
+            .and_then(|c| c.idle.take())
+    })
+}
+
+fn put_cached(plugin: &Arc<Plugin>, instance: Instance) {
+    INSTANCES.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        match cache.iter_mut().find(|c| c.id == plugin.id) {
+            Some(c) => c.idle = Some(instance),
+            None => cache.push(Cached {
+                id: plugin.id,
+                version: Arc::downgrade(plugin),
+                idle: Some(instance),
+            }),
+        }
+    });
+}
+
+/// A one-line reason for a failed call: the trap kind when there is one.
+fn describe(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => "call deadline exceeded (interrupted)".into(),
+        Some(t) => format!("trap: {t}"),
+        None => {
+            let text = format!("{e:#}");
+            if text.contains("forcing a memory growth failure") {
+                "memory cap reached".into()
+            } else {
+                text
+            }
+        }
+    }
+}
+
+/// Refuses components that do not speak this host's `farmgate:plugin` version.
+fn check_contract(engine: &Engine, component: &Component) -> Result<(), String> {
+    let ty = component.component_type();
+    let ours: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .filter(|n| n.starts_with(CONTRACT_PACKAGE))
+        .collect();
+    if ours.is_empty() {
+        return Err(format!(
+            "exports no farmgate hook (expected interfaces of {CONTRACT_PACKAGE}@{CONTRACT_VERSION}, such as {CONTRACT_PACKAGE}/router)"
+        ));
+    }
+    let want = minor_of(CONTRACT_VERSION);
+    for name in &ours {
+        let version = name.split_once('@').map(|(_, v)| v).unwrap_or("");
+        if minor_of(version) != want {
+            return Err(format!(
+                "was built against {CONTRACT_PACKAGE}@{} but this farmgate speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}; rebuild it with a matching farmgate-sdk",
+                if version.is_empty() {
+                    "(unversioned)"
+                } else {
+                    version
+                }
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `0.1` of `0.1.3`; for 1.x and later, the major version alone.
+fn minor_of(v: &str) -> String {
+    let mut parts = v.split('.');
+    let major = parts.next().unwrap_or("");
+    if major == "0" {
+        format!("0.{}", parts.next().unwrap_or(""))
+    } else {
+        major.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_by_minor_for_0x() {
+        assert_eq!(minor_of("0.1.0"), "0.1");
+        assert_eq!(minor_of("0.1.7"), "0.1");
+        assert_ne!(minor_of("0.2.0"), "0.1");
+        assert_eq!(minor_of("1.4.0"), "1");
+    }
+}

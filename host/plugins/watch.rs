@@ -1,0 +1,135 @@
+//! The watched plugin folder: every `*.wasm` in it is a plugin named by its file name. Changes
+//! (add, replace by write-then-rename, remove) are debounced, then the folder is rescanned: files
+//! whose content hash is unchanged keep their loaded version, new or changed files are compiled
+//! and smoke-tested off the async threads, and the new set is swapped in whole. A file that fails
+//! to load is logged with its reason and the previous version of that plugin stays.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::{Plugin, PluginSet, Runtime};
+
+/// Quiet time after the last file event before the folder is rescanned.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Loads the folder once, then keeps watching it until the returned task is dropped or aborted.
+/// The folder is created when missing.
+pub async fn watch_folder(
+    runtime: Arc<Runtime>,
+    dir: PathBuf,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir)?;
+        tracing::info!(dir = %dir.display(), "created the plugin folder");
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(std::io::Error::other)?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(std::io::Error::other)?;
+    rescan(&runtime, &dir).await;
+    tracing::info!(dir = %dir.display(), plugins = runtime.plugins().plugins.len(), "watching the plugin folder");
+    Ok(tokio::spawn(async move {
+        let _watcher = watcher;
+        while rx.recv().await.is_some() {
+            // Debounce: wait until events stop for a moment.
+            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+            rescan(&runtime, &dir).await;
+        }
+    }))
+}
+
+/// Brings the loaded set in line with the folder.
+pub async fn rescan(runtime: &Arc<Runtime>, dir: &Path) {
+    let runtime2 = Arc::clone(runtime);
+    let dir = dir.to_path_buf();
+    // Reading, hashing and compiling are blocking work.
+    let result = tokio::task::spawn_blocking(move || rescan_blocking(&runtime2, &dir)).await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "plugin folder rescan failed");
+    }
+}
+
+fn rescan_blocking(runtime: &Runtime, dir: &Path) {
+    let current = runtime.plugins();
+    let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries.flatten() {
+                let path = e.path();
+                if path.extension().is_some_and(|x| x == "wasm")
+                    && path.is_file()
+                    && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+                {
+                    files.insert(stem.to_string(), path);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot read the plugin folder; keeping the loaded plugins");
+            return;
+        }
+    }
+
+    let mut next: Vec<Arc<Plugin>> = Vec::new();
+    let mut changed = false;
+    for (name, path) in &files {
+        let old = current.plugins.iter().find(|p| &p.name == name);
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "cannot read plugin file");
+                next.extend(old.cloned());
+                continue;
+            }
+        };
+        let hash = hex(&Sha256::digest(&bytes));
+        if let Some(old) = old
+            && old.hash == hash
+        {
+            next.push(Arc::clone(old));
+            continue;
+        }
+        match runtime.load(name, path, &bytes, hash) {
+            Ok(plugin) => {
+                tracing::info!(
+                    plugin = %plugin.name, version = %plugin.short_hash(), hooks = ?plugin.hooks,
+                    replaced = old.map(|o| o.short_hash().to_string()), "plugin loaded"
+                );
+                next.push(plugin);
+                changed = true;
+            }
+            Err(reason) => {
+                tracing::error!(
+                    file = %path.display(), reason = %reason,
+                    kept = old.map(|o| o.short_hash().to_string()), "plugin rejected; the previous version (if any) stays"
+                );
+                next.extend(old.cloned());
+            }
+        }
+    }
+    for old in &current.plugins {
+        if !files.contains_key(&old.name) {
+            tracing::info!(plugin = %old.name, version = %old.short_hash(), "plugin file removed; plugin unloaded");
+            changed = true;
+        }
+    }
+    if changed {
+        runtime.install(PluginSet { plugins: next });
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

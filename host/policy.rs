@@ -1,0 +1,241 @@
+//! The hook chains on the request path: the views handed to plugins, and what their decisions
+//! do. For each decision the bound plugins are asked in order; the first that does not pass
+//! decides; when all pass (or none is bound) the built-in behaviour decides. A failed plugin is
+//! skipped (fail-open) or fails the request with 503 (fail-closed, per plugin).
+//!
+//! This module turns decisions into effects; it does not call wasmtime itself (`plugins` does).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Response, StatusCode, Uri, header};
+
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+use crate::farm::{Farm, Member, MemberState};
+use crate::plugins::{
+    AffinityDecision, FarmView, MemberStateView, MemberView, Plugin, PluginFailure, RequestView,
+    RouteDecision, Runtime,
+};
+use crate::proxy::{ConnInfo, Generation};
+
+/// What a router chain decided.
+pub enum Routed {
+    /// Forward, possibly to another farm and with a rewritten head.
+    Forward(Rewrite),
+    /// Answer the client without a member.
+    Respond(Box<Response<ProxyBody>>),
+}
+
+/// Changes a router plugin asked for; empty means the rule's own behaviour.
+#[derive(Default)]
+pub struct Rewrite {
+    /// Index into the generation's farms.
+    pub farm: Option<usize>,
+    pub path_and_query: Option<String>,
+    pub host: Option<HeaderValue>,
+    pub set_headers: Vec<(HeaderName, HeaderValue)>,
+    pub remove_headers: Vec<HeaderName>,
+}
+
+/// The request as plugins see it.
+pub fn request_view(
+    parts: &Parts,
+    conn: &ConnInfo,
+    generation: &Generation,
+    rule: usize,
+    host: &str,
+) -> RequestView {
+    RequestView {
+        method: parts.method.to_string(),
+        scheme: conn.proto.to_string(),
+        host: host.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(n, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (n.as_str().to_string(), v.to_string()))
+            })
+            .collect(),
+        client_addr: conn.client.ip().to_string(),
+        listener: generation.config.listeners[conn.listener].name.clone(),
+        rule: generation.config.rules[rule].name.clone(),
+    }
+}
+
+/// The farm as affinity plugins see it: members by index, with their live figures.
+pub fn farm_view(farm: &Farm) -> FarmView {
+    FarmView {
+        name: farm.name.clone(),
+        members: farm
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MemberView {
+                id: i as u32,
+                name: m.name.clone(),
+                weight: m.weight,
+                state: match m.state() {
+                    MemberState::Active => MemberStateView::Active,
+                    MemberState::OutOfService => MemberStateView::OutOfService,
+                    MemberState::Draining => MemberStateView::Draining,
+                    MemberState::Removed => MemberStateView::Removed,
+                    MemberState::UnableToVerify => MemberStateView::UnableToVerify,
+                },
+                in_flight: m.stats.in_flight.load(Ordering::Relaxed),
+                latency_ewma_us: m.stats.latency_ewma_us.load(Ordering::Relaxed),
+                requests: m.stats.requests.load(Ordering::Relaxed),
+                failures: m.stats.failures.load(Ordering::Relaxed),
+            })
+            .collect(),
+        sticky_member: None,
+    }
+}
+
+/// Asks the router chain. `Ok(None)`: every plugin passed.
+pub fn route(
+    runtime: &Runtime,
+    chain: &[Arc<Plugin>],
+    view: &RequestView,
+    generation: &Generation,
+) -> Result<Option<Routed>, ProxyError> {
+    for plugin in chain {
+        let decision = match runtime.route(plugin, view) {
+            Ok(d) => d,
+            Err(f) => {
+                fail(f)?;
+                continue;
+            }
+        };
+        let routed = match decision {
+            RouteDecision::Pass => continue,
+            RouteDecision::Forward(f) => forward(f, generation),
+            RouteDecision::Respond(r) => respond(r.status, r.headers, r.body),
+            RouteDecision::Redirect(r) => redirect(r.status, &r.location),
+        };
+        match routed {
+            Ok(r) => return Ok(Some(r)),
+            Err(reason) => fail(runtime.invalid(plugin, "router", reason))?,
+        }
+    }
+    Ok(None)
+}
+
+/// Asks the affinity chain for a member. `Ok(None)`: every plugin passed (or chose a member that
+/// cannot take requests now), so the built-in balancing decides.
+pub fn choose(
+    runtime: &Runtime,
+    chain: &[Arc<Plugin>],
+    view: &RequestView,
+    farm: &Farm,
+) -> Result<Option<Arc<Member>>, ProxyError> {
+    let farm_view = farm_view(farm);
+    for plugin in chain {
+        match runtime.choose(plugin, view, &farm_view) {
+            Ok(AffinityDecision::Pass) => {}
+            Ok(AffinityDecision::Member(choice)) => {
+                let member = &farm.members[choice.id as usize];
+                let usable = matches!(member.state(), MemberState::Active | MemberState::Draining)
+                    && !member.addrs().is_empty();
+                if usable {
+                    return Ok(Some(Arc::clone(member)));
+                }
+                tracing::debug!(plugin = %plugin.name, member = %member.name, state = member.state().as_str(), "affinity chose a member that cannot take requests; balancing instead");
+                return Ok(None);
+            }
+            Err(f) => fail(f)?,
+        }
+    }
+    Ok(None)
+}
+
+/// Fail-open: log (done by the runtime) and go on; fail-closed: the request gets 503.
+fn fail(f: PluginFailure) -> Result<(), ProxyError> {
+    if f.fail_closed {
+        Err(ProxyError::Plugin(f))
+    } else {
+        Ok(())
+    }
+}
+
+fn forward(f: crate::plugins::ForwardTo, generation: &Generation) -> Result<Routed, String> {
+    let mut rw = Rewrite::default();
+    if let Some(name) = f.farm {
+        rw.farm = Some(
+            generation
+                .farms
+                .iter()
+                .position(|farm| farm.name == name)
+                .ok_or_else(|| {
+                    format!("forwarded to farm \"{name}\", which the config does not have")
+                })?,
+        );
+    }
+    if let Some(p) = f.path {
+        if !p.starts_with('/') || p.parse::<Uri>().is_err() {
+            return Err(format!(
+                "rewrote the path to \"{p}\", which is not an absolute path"
+            ));
+        }
+        rw.path_and_query = Some(p);
+    }
+    if let Some(h) = f.host {
+        rw.host = Some(
+            HeaderValue::from_str(&h)
+                .map_err(|_| format!("set Host to an invalid value \"{h}\""))?,
+        );
+    }
+    for (n, v) in f.set_headers {
+        rw.set_headers.push(header_pair(&n, &v)?);
+    }
+    for n in f.remove_headers {
+        rw.remove_headers.push(
+            HeaderName::from_bytes(n.as_bytes())
+                .map_err(|_| format!("named an invalid header \"{n}\""))?,
+        );
+    }
+    Ok(Routed::Forward(rw))
+}
+
+fn respond(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Result<Routed, String> {
+    let status = StatusCode::from_u16(status)
+        .ok()
+        .filter(|s| !s.is_informational())
+        .ok_or_else(|| format!("answered with status {status}, which is not a final status"))?;
+    let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
+    *resp.status_mut() = status;
+    for (n, v) in headers {
+        let (n, v) = header_pair(&n, &v)?;
+        resp.headers_mut().append(n, v);
+    }
+    Ok(Routed::Respond(Box::new(resp)))
+}
+
+fn redirect(status: u16, location: &str) -> Result<Routed, String> {
+    if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+        return Err(format!(
+            "redirected with status {status}; use 301, 302, 303, 307 or 308"
+        ));
+    }
+    let value = HeaderValue::from_str(location)
+        .map_err(|_| format!("redirected to an invalid location \"{location}\""))?;
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = StatusCode::from_u16(status).map_err(|e| e.to_string())?;
+    resp.headers_mut().insert(header::LOCATION, value);
+    Ok(Routed::Respond(Box::new(resp)))
+}
+
+fn header_pair(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let n = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("named an invalid header \"{name}\""))?;
+    let v =
+        HeaderValue::from_str(value).map_err(|_| format!("gave header {name} an invalid value"))?;
+    Ok((n, v))
+}
