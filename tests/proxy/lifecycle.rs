@@ -5,8 +5,9 @@ use std::process::{Command, Stdio};
 
 use crate::support::*;
 
-/// The shipped default config with its fixed ports swapped for free ones.
-async fn default_config_on_free_ports() -> String {
+/// The shipped default config with its fixed ports swapped for free ones and its plugin folder
+/// moved to `plugin_dir`.
+async fn default_config_on_free_ports(plugin_dir: &std::path::Path) -> String {
     let mut text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/farmgate.toml"))
             .unwrap();
@@ -18,11 +19,13 @@ async fn default_config_on_free_ports() -> String {
             .replace(&format!("port = {old}"), &format!("port = {new}"));
     }
     text.replace("format = \"combined\"", "format = \"off\"")
+        .replace("dir = \"plugins.d\"", &format!("dir = {:?}", plugin_dir.display().to_string()))
 }
 
 #[tokio::test]
 async fn the_default_config_serves_its_demo_farm() {
-    let proxy = Proxy::start(&default_config_on_free_ports().await).await;
+    let plugins = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(&default_config_on_free_ports(plugins.path()).await).await;
     let mut client = Client::connect(proxy.addr).await;
     let mut served = std::collections::BTreeSet::new();
     for _ in 0..6 {
@@ -109,8 +112,8 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
 #[test]
 fn the_binary_runs_a_config_and_stops_on_sigterm() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let config = rt.block_on(default_config_on_free_ports());
     let dir = tempfile::tempdir().unwrap();
+    let config = rt.block_on(default_config_on_free_ports(&dir.path().join("plugins.d")));
     let path = dir.path().join("farmgate.toml");
     std::fs::write(&path, config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_farmgate"))
