@@ -50,6 +50,8 @@ pub struct PluginSettings {
     pub call_timeout: Duration,
     pub memory_limit_bytes: usize,
     pub failures_before_disable: u32,
+    /// Compiled-code cache; `None` compiles every time.
+    pub cache_dir: Option<std::path::PathBuf>,
     /// By plugin name (file name without `.wasm`).
     pub config: HashMap<String, PluginConfig>,
 }
@@ -619,10 +621,12 @@ impl Validator<'_> {
             .filter(|p| self.source.origin != DEFAULT_CONFIG_NAME && !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| std::path::PathBuf::from("."));
-        let dir = raw
-            .dir
-            .filter(|d| !d.trim().is_empty())
-            .map(|d| base.join(d.trim()));
+        let in_base = |d: Option<String>| {
+            d.filter(|d| !d.trim().is_empty())
+                .map(|d| base.join(d.trim()))
+        };
+        let dir = in_base(raw.dir);
+        let cache_dir = in_base(raw.cache_dir);
         let memory_limit_mb = match raw.memory_limit_mb {
             Some(m) if *m.get_ref() == 0 => {
                 return Err(self
@@ -657,6 +661,7 @@ impl Validator<'_> {
                 .failures_before_disable
                 .unwrap_or(defaults::PLUGIN_FAILURES_BEFORE_DISABLE)
                 .max(1),
+            cache_dir,
             config,
         })
     }

@@ -41,6 +41,8 @@ pub struct RawPlugins {
     pub call_timeout: Option<Dur>,
     pub memory_limit_mb: Option<Spanned<u32>>,
     pub failures_before_disable: Option<u32>,
+    /// Where compiled plugin code is kept between runs; relative to the config file's directory.
+    pub cache_dir: Option<String>,
     /// `[plugins.config.NAME]`, NAME being the file name without `.wasm`.
     #[serde(default)]
     pub config: BTreeMap<String, RawPluginConfig>,

@@ -22,6 +22,7 @@ mod bindings {
     });
 }
 
+mod cache;
 mod watch;
 
 use std::cell::RefCell;
@@ -295,6 +296,52 @@ impl Runtime {
         }
         plugin.hooks = hooks;
         Ok(Arc::new(plugin))
+    }
+
+    /// Compiles a component, or loads the code farmgate compiled for the same bytes earlier from
+    /// the cache directory. Only files in a directory that farmgate created (mode 0700) and that
+    /// nobody else can write are ever deserialized.
+    fn compile(&self, bytes: &[u8], hash: &str) -> Result<Component, String> {
+        let cache = self
+            .settings
+            .load()
+            .cache_dir
+            .clone()
+            .filter(|d| cache::usable(d));
+        let path = cache
+            .as_ref()
+            .map(|d| d.join(format!("{hash}-{:016x}.cwasm", self.engine_hash())));
+        if let Some(p) = &path
+            && cache::trusted_file(p)
+        {
+            // SAFETY: the file was written by `Component::serialize` of this farmgate into a
+            // directory only this user can write (checked above), and its name binds it to the
+            // source's content hash and to this engine's compatibility hash.
+            match unsafe { Component::deserialize_file(&self.engine, p) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), error = %e, "cached plugin code unusable; compiling again");
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| format!("does not compile: {e:#}"))?;
+        if let Some(p) = &path {
+            match component.serialize() {
+                Ok(code) => cache::store(p, &code),
+                Err(e) => tracing::debug!(error = %e, "cannot serialize compiled plugin"),
+            }
+        }
+        Ok(component)
+    }
+
+    fn engine_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        // DefaultHasher::new() has fixed keys, so this is stable from run to run.
+        let mut h = std::hash::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        h.finish()
     }
 
     /// Replaces the plugin set (the watcher's job).
