@@ -70,8 +70,14 @@ fn the_default_config_states_the_defaults() {
     assert_eq!(p.worker_threads, d::WORKER_THREADS);
     assert_eq!(c.listeners[0].bind.to_string(), d::LISTEN_ADDRESS);
     assert_eq!(c.plugins.call_timeout, d::PLUGIN_CALL_TIMEOUT);
-    assert_eq!(c.plugins.memory_limit_bytes, d::PLUGIN_MEMORY_LIMIT_MB as usize * 1024 * 1024);
-    assert_eq!(c.plugins.failures_before_disable, d::PLUGIN_FAILURES_BEFORE_DISABLE);
+    assert_eq!(
+        c.plugins.memory_limit_bytes,
+        d::PLUGIN_MEMORY_LIMIT_MB as usize * 1024 * 1024
+    );
+    assert_eq!(
+        c.plugins.failures_before_disable,
+        d::PLUGIN_FAILURES_BEFORE_DISABLE
+    );
 }
 
 fn check(text: &str) -> (i32, String, String) {

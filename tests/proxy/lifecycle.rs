@@ -19,7 +19,10 @@ async fn default_config_on_free_ports(plugin_dir: &std::path::Path) -> String {
             .replace(&format!("port = {old}"), &format!("port = {new}"));
     }
     text.replace("format = \"combined\"", "format = \"off\"")
-        .replace("dir = \"plugins.d\"", &format!("dir = {:?}", plugin_dir.display().to_string()))
+        .replace(
+            "dir = \"plugins.d\"",
+            &format!("dir = {:?}", plugin_dir.display().to_string()),
+        )
 }
 
 #[tokio::test]
