@@ -100,14 +100,14 @@ pub fn farm_view(farm: &Farm) -> FarmView {
 }
 
 /// Asks the router chain. `Ok(None)`: every plugin passed.
-pub fn route(
+pub async fn route(
     runtime: &Runtime,
     chain: &[Arc<Plugin>],
     view: &RequestView,
     generation: &Generation,
 ) -> Result<Option<Routed>, ProxyError> {
     for plugin in chain {
-        let decision = match runtime.route(plugin, view) {
+        let decision = match runtime.route(plugin, view).await {
             Ok(d) => d,
             Err(f) => {
                 fail(f)?;
@@ -130,7 +130,7 @@ pub fn route(
 
 /// Asks the affinity chain for a member. `Ok(None)`: every plugin passed (or chose a member that
 /// cannot take requests now), so the built-in balancing decides.
-pub fn choose(
+pub async fn choose(
     runtime: &Runtime,
     chain: &[Arc<Plugin>],
     view: &RequestView,
@@ -138,7 +138,7 @@ pub fn choose(
 ) -> Result<Option<Arc<Member>>, ProxyError> {
     let farm_view = farm_view(farm);
     for plugin in chain {
-        match runtime.choose(plugin, view, &farm_view) {
+        match runtime.choose(plugin, view, &farm_view).await {
             Ok(AffinityDecision::Pass) => {}
             Ok(AffinityDecision::Member(choice)) => {
                 let member = &farm.members[choice.id as usize];

@@ -203,7 +203,7 @@ impl Proxy {
             let v = view.insert(policy::request_view(
                 &parts, conn, generation, rule_idx, host_str,
             ));
-            match policy::route(rt, &router_chain, v, generation)? {
+            match policy::route(rt, &router_chain, v, generation).await? {
                 None => {}
                 Some(policy::Routed::Forward(rw)) => rewrite = rw,
                 Some(policy::Routed::Respond(resp)) => {
@@ -280,7 +280,7 @@ impl Proxy {
             // Affinity chain first (on the first attempt), then the built-in balancing.
             let chosen = match (runtime, &view) {
                 (Some(rt), Some(v)) if tried == 0 && !affinity_chain.is_empty() => {
-                    policy::choose(rt, &affinity_chain, v, farm)?
+                    policy::choose(rt, &affinity_chain, v, farm).await?
                 }
                 _ => None,
             };

@@ -5,8 +5,9 @@
 //! against, pre-instantiated once ([`bindings::PluginPre`]), instantiated and initialised once as
 //! a smoke test, and only then swapped into the current [`PluginSet`] with arc-swap.
 //!
-//! Calls run on the calling thread against an instance taken from that thread's own cache, so no
-//! lock is shared by requests and no instance is created per request. Every call has an epoch
+//! Calls are async (wasmtime's async support, so WASI runs on tokio without blocking a worker's
+//! runtime) against an instance taken from the calling thread's own cache, so no lock is shared
+//! by requests and no instance is created per request. Every call has an epoch
 //! deadline (a ticker thread advances the epoch every millisecond) and every instance a memory
 //! cap. A failing call (trap, deadline, memory cap, or a decision the host cannot use) throws the
 //! instance away, is logged with plugin, version, hook and reason, and is counted; a plugin that
@@ -19,6 +20,7 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "sdk/wit",
         world: "plugin",
+        exports: { default: async },
     });
 }
 
@@ -68,6 +70,10 @@ pub struct Runtime {
     set: ArcSwap<PluginSet>,
     started: Instant,
     ticker_stop: Arc<AtomicBool>,
+    /// Folder scans completed, so callers can wait for a change to be looked at.
+    scans: AtomicU64,
+    /// Files whose latest content was refused, with the reason (for logs and the admin API).
+    rejected: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 /// The plugins loaded now, in file-name order.
@@ -214,7 +220,7 @@ impl Runtime {
         let engine = Engine::new(&config)
             .map_err(|e| RuntimeError(format!("cannot create the wasm engine: {e}")))?;
         let mut linker = Linker::<State>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError(format!("cannot link WASI: {e}")))?;
         bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(|e| RuntimeError(format!("cannot link the host interface: {e}")))?;
@@ -239,6 +245,8 @@ impl Runtime {
             set: ArcSwap::from_pointee(PluginSet::default()),
             started: Instant::now(),
             ticker_stop,
+            scans: AtomicU64::new(0),
+            rejected: std::sync::Mutex::new(Vec::new()),
         }))
     }
 
@@ -259,8 +267,7 @@ impl Runtime {
         hash: String,
     ) -> Result<Arc<Plugin>, String> {
         let settings = self.settings.load();
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| format!("does not compile: {e:#}"))?;
+        let component = self.compile(bytes, &hash)?;
         check_contract(&self.engine, &component)?;
         let pre = self
             .linker
@@ -288,8 +295,9 @@ impl Runtime {
             memory_limit: settings.memory_limit_bytes,
         };
         // The smoke test: instantiate and initialise once; the answer says which hooks it has.
-        let (_, hooks) = plugin
-            .instantiate(settings.call_timeout)
+        // `load` runs on a blocking thread, where waiting on the runtime is allowed.
+        let (_, hooks) = tokio::runtime::Handle::current()
+            .block_on(plugin.instantiate(settings.call_timeout))
             .map_err(|e| format!("failed its start-up check: {e}"))?;
         if hooks.is_empty() {
             return Err("implements no hook (init returned an empty list)".into());
@@ -349,6 +357,23 @@ impl Runtime {
         self.set.store(Arc::new(set));
     }
 
+    /// How many folder scans have completed.
+    pub fn scans(&self) -> u64 {
+        self.scans.load(Ordering::Acquire)
+    }
+
+    /// Files whose current content was refused, and why.
+    pub fn rejected(&self) -> Vec<(String, String)> {
+        self.rejected.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn scan_done(&self, rejected: Vec<(String, String)>) {
+        if let Ok(mut r) = self.rejected.lock() {
+            *r = rejected;
+        }
+        self.scans.fetch_add(1, Ordering::Release);
+    }
+
     /// The enabled plugins bound to `hook` under `binding`, in chain order.
     pub fn chain(&self, hook: Hook, binding: &Binding) -> Vec<Arc<Plugin>> {
         let set = self.set.load();
@@ -378,30 +403,34 @@ impl Runtime {
     }
 
     /// Asks a router plugin.
-    pub fn route(
+    pub async fn route(
         &self,
         plugin: &Arc<Plugin>,
         req: &RequestView,
     ) -> Result<RouteDecision, PluginFailure> {
-        self.call(plugin, "router", |i| {
-            i.bindings
-                .farmgate_plugin_router()
-                .call_route(&mut i.store, req)
-        })
+        let mut instance = self.checkout(plugin, "router").await?;
+        let result = instance
+            .bindings
+            .farmgate_plugin_router()
+            .call_route(&mut instance.store, req)
+            .await;
+        self.finish(plugin, "router", instance, result)
     }
 
     /// Asks an affinity plugin; a member id outside the farm is a failure.
-    pub fn choose(
+    pub async fn choose(
         &self,
         plugin: &Arc<Plugin>,
         req: &RequestView,
         farm: &FarmView,
     ) -> Result<AffinityDecision, PluginFailure> {
-        let decision = self.call(plugin, "affinity", |i| {
-            i.bindings
-                .farmgate_plugin_affinity()
-                .call_choose(&mut i.store, req, farm)
-        })?;
+        let mut instance = self.checkout(plugin, "affinity").await?;
+        let result = instance
+            .bindings
+            .farmgate_plugin_affinity()
+            .call_choose(&mut instance.store, req, farm)
+            .await;
+        let decision = self.finish(plugin, "affinity", instance, result)?;
         if let AffinityDecision::Member(m) = &decision
             && !farm.members.iter().any(|v| v.id == m.id)
         {
@@ -428,28 +457,39 @@ impl Runtime {
         self.failed(plugin, hook, reason)
     }
 
-    fn call<R>(
+    /// An instance for one call: this thread's cached one, else a new one.
+    async fn checkout(
         &self,
         plugin: &Arc<Plugin>,
         hook: &'static str,
-        f: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
-    ) -> Result<R, PluginFailure> {
+    ) -> Result<Instance, PluginFailure> {
         plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut instance = match take_cached(plugin) {
             Some(i) => i,
-            None => match plugin.instantiate(self.settings.load().call_timeout) {
+            None => match plugin.instantiate(self.settings.load().call_timeout).await {
                 Ok((i, _)) => i,
                 Err(e) => return Err(self.failed(plugin, hook, e)),
             },
         };
         instance.store.set_epoch_deadline(self.deadline_ticks());
-        match f(&mut instance) {
+        Ok(instance)
+    }
+
+    /// Returns a healthy instance to the cache, or records the failure and drops the instance
+    /// (its state after a trap is not trusted).
+    fn finish<R>(
+        &self,
+        plugin: &Arc<Plugin>,
+        hook: &'static str,
+        instance: Instance,
+        result: wasmtime::Result<R>,
+    ) -> Result<R, PluginFailure> {
+        match result {
             Ok(r) => {
                 plugin.stats.consecutive.store(0, Ordering::Relaxed);
                 put_cached(plugin, instance);
                 Ok(r)
             }
-            // The instance is dropped here: its state after a trap is not trusted.
             Err(e) => Err(self.failed(plugin, hook, describe(&e))),
         }
     }
@@ -514,7 +554,7 @@ impl Plugin {
     }
 
     /// A fresh instance, initialised with the plugin's settings; returns the hooks it reports.
-    fn instantiate(&self, timeout: Duration) -> Result<(Instance, Vec<Hook>), String> {
+    async fn instantiate(&self, timeout: Duration) -> Result<(Instance, Vec<Hook>), String> {
         let state = State {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -530,10 +570,15 @@ impl Plugin {
         let ticks = (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1;
         // Instantiation and init run under a deadline too (a guest's start-up can loop).
         store.set_epoch_deadline(ticks.saturating_mul(10));
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| describe(&e))?;
+        let bindings = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| describe(&e))?;
         let hooks = bindings
             .farmgate_plugin_lifecycle()
             .call_init(&mut store, &self.config.settings_json)
+            .await
             .map_err(|e| describe(&e))?
             .map_err(|e| format!("init refused its settings: {e}"))?;
         Ok((Instance { store, bindings }, hooks))

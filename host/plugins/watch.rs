@@ -78,18 +78,24 @@ fn rescan_blocking(runtime: &Runtime, dir: &Path) {
         }
         Err(e) => {
             tracing::error!(dir = %dir.display(), error = %e, "cannot read the plugin folder; keeping the loaded plugins");
+            runtime.scan_done(vec![(
+                dir.display().to_string(),
+                format!("cannot read the folder: {e}"),
+            )]);
             return;
         }
     }
 
     let mut next: Vec<Arc<Plugin>> = Vec::new();
     let mut changed = false;
+    let mut rejected = Vec::new();
     for (name, path) in &files {
         let old = current.plugins.iter().find(|p| &p.name == name);
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(file = %path.display(), error = %e, "cannot read plugin file");
+                rejected.push((path.display().to_string(), format!("cannot read: {e}")));
                 next.extend(old.cloned());
                 continue;
             }
@@ -115,6 +121,7 @@ fn rescan_blocking(runtime: &Runtime, dir: &Path) {
                     file = %path.display(), reason = %reason,
                     kept = old.map(|o| o.short_hash().to_string()), "plugin rejected; the previous version (if any) stays"
                 );
+                rejected.push((path.display().to_string(), reason));
                 next.extend(old.cloned());
             }
         }
@@ -128,6 +135,7 @@ fn rescan_blocking(runtime: &Runtime, dir: &Path) {
     if changed {
         runtime.install(PluginSet { plugins: next });
     }
+    runtime.scan_done(rejected);
 }
 
 fn hex(bytes: &[u8]) -> String {

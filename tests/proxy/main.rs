@@ -4,5 +4,6 @@
 mod config_files;
 mod forwarding;
 mod lifecycle;
+mod plugins;
 mod pool;
 mod support;

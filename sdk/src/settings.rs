@@ -1,0 +1,77 @@
+//! A plugin's settings: the `[plugins.config.NAME] settings` table of farmgate's config, handed
+//! over as JSON when an instance starts.
+
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    value: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Settings {
+    /// Parses the JSON object farmgate hands to `init`.
+    pub fn from_json(json: &str) -> Result<Settings, String> {
+        if json.trim().is_empty() {
+            return Ok(Settings::default());
+        }
+        match serde_json::from_str(json) {
+            Ok(serde_json::Value::Object(value)) => Ok(Settings { value }),
+            Ok(other) => Err(format!("settings must be a table, not {other}")),
+            Err(e) => Err(format!("settings are not valid JSON: {e}")),
+        }
+    }
+
+    /// The setting `key`, if present; an error names the key when it has the wrong type.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, String> {
+        match self.value.get(key) {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| format!("setting \"{key}\": {e}")),
+        }
+    }
+
+    /// The setting `key`, or `default` when absent.
+    pub fn get_or<T: DeserializeOwned>(&self, key: &str, default: T) -> Result<T, String> {
+        Ok(self.get(key)?.unwrap_or(default))
+    }
+
+    /// All settings as one typed struct (use `#[serde(default)]` for optional fields).
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_value(serde_json::Value::Object(self.value.clone()))
+            .map_err(|e| format!("settings: {e}"))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.value.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_access() {
+        let s = Settings::from_json(r#"{"farm": "v2", "percent": 10}"#).unwrap();
+        assert_eq!(s.get::<String>("farm").unwrap().as_deref(), Some("v2"));
+        assert_eq!(s.get_or("percent", 0u32).unwrap(), 10);
+        assert_eq!(s.get_or("missing", 5u32).unwrap(), 5);
+        assert!(
+            s.get::<u32>("farm")
+                .unwrap_err()
+                .contains("setting \"farm\"")
+        );
+        assert!(Settings::from_json("[1]").is_err());
+        assert!(Settings::from_json("").unwrap().is_empty());
+
+        #[derive(serde::Deserialize)]
+        struct Typed {
+            farm: String,
+            #[serde(default)]
+            header: Option<String>,
+        }
+        let t: Typed = s.deserialize().unwrap();
+        assert_eq!((t.farm.as_str(), t.header), ("v2", None));
+    }
+}

@@ -1,0 +1,353 @@
+//! Wasm plugins driven through the real proxy: routing and affinity decisions, hot reload of the
+//! watched folder, and hostile plugins that must not take the proxy down.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use farmgate::plugins::Runtime;
+
+use crate::support::*;
+
+/// A test guest built by the build script (`plugins/test-*`).
+fn guest(crate_name: &str) -> Vec<u8> {
+    let path = Path::new(env!("FARMGATE_GUEST_DIR"))
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("guest {}: {e}", path.display()))
+}
+
+/// Puts a plugin into the folder the way authors are told to: write elsewhere, rename in.
+fn drop_plugin(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.partial"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
+}
+
+/// Two farms: `main` (backend "a") for every path, `v2` (backend "b"); plugins from `dir`.
+fn two_farm_config(a: &Backend, b: &Backend, dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[access_log]
+format = "off"
+[plugins]
+dir = {dir:?}
+failures_before_disable = 3
+{extra}
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+[[rules]]
+name = "site"
+public_names = ["*"]
+farm = "main"
+[[farms]]
+name = "main"
+members = [{{ name = "a", host = "127.0.0.1", port = {pa} }}]
+[[farms]]
+name = "v2"
+members = [{{ name = "b", host = "127.0.0.1", port = {pb} }}]
+"#,
+        dir = dir.display().to_string(),
+        pa = a.port(),
+        pb = b.port(),
+    )
+}
+
+fn runtime(proxy: &Proxy) -> Arc<Runtime> {
+    proxy
+        .running()
+        .proxy
+        .plugins
+        .clone()
+        .expect("plugin runtime is on")
+}
+
+/// Waits until the watcher has finished a scan that started after this call.
+async fn next_scan(rt: &Runtime, before: u64) {
+    eventually("the plugin folder is rescanned", || rt.scans() > before).await;
+}
+
+async fn served_by(client: &mut Client, path: &str) -> String {
+    let a = client.get("www.example.com", path).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.header("x-backend").unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn a_router_plugin_sends_v2_to_another_farm() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    drop_plugin(dir.path(), "router", &guest("test-router-v2"));
+    let config = two_farm_config(
+        &a,
+        &b,
+        dir.path(),
+        "[plugins.config.router]\nsettings = { farm = \"v2\", strip = true }",
+    );
+    let proxy = Proxy::start(&config).await;
+    let mut client = Client::connect(proxy.addr).await;
+    assert_eq!(served_by(&mut client, "/v2/orders?id=7").await, "b");
+    let seen = b.last_seen();
+    assert_eq!(
+        seen.uri, "/orders?id=7",
+        "the plugin's path rewrite reaches the member"
+    );
+    assert_eq!(seen.headers["x-routed-by"], "test-router-v2");
+    assert_eq!(served_by(&mut client, "/orders").await, "a");
+    let rt = runtime(&proxy);
+    let plugin = rt.plugins().plugins[0].clone();
+    assert_eq!(plugin.stats.calls.load(Ordering::Relaxed), 2);
+    assert_eq!(plugin.stats.failures.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn an_affinity_plugin_picks_the_member_and_a_passing_plugin_changes_nothing() {
+    let backends = [
+        Backend::start("m1").await,
+        Backend::start("m2").await,
+        Backend::start("m3").await,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    drop_plugin(dir.path(), "a-pass", &guest("test-pass"));
+    drop_plugin(dir.path(), "b-fixed", &guest("test-fixed-member"));
+    let refs: Vec<&Backend> = backends.iter().collect();
+    let config = simple_config(&refs, "", "").replace(
+        "[[listeners]]",
+        &format!(
+            "[plugins]\ndir = {:?}\n[plugins.config.b-fixed]\nsettings = {{ member = 2 }}\n[[listeners]]",
+            dir.path().display().to_string()
+        ),
+    );
+    let proxy = Proxy::start(&config).await;
+    let mut client = Client::connect(proxy.addr).await;
+    for _ in 0..6 {
+        assert_eq!(served_by(&mut client, "/").await, "m3");
+    }
+    // The folder's plugins are bound in file-name order: "a-pass" is asked first and passes.
+    let rt = runtime(&proxy);
+    let names: Vec<String> = rt
+        .plugins()
+        .plugins
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    assert_eq!(names, ["a-pass", "b-fixed"]);
+    assert!(
+        rt.plugins()
+            .plugins
+            .iter()
+            .all(|p| p.stats.calls.load(Ordering::Relaxed) >= 6)
+    );
+
+    // With only the passing plugin, the built-in balancing spreads requests again.
+    let before = rt.scans();
+    std::fs::remove_file(dir.path().join("b-fixed.wasm")).unwrap();
+    next_scan(&rt, before).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        seen.insert(served_by(&mut client, "/").await);
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+}
+
+#[tokio::test]
+async fn plugins_hot_reload_while_serving() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(&two_farm_config(&a, &b, dir.path(), "")).await;
+    let rt = runtime(&proxy);
+    let mut client = Client::connect(proxy.addr).await;
+    assert_eq!(served_by(&mut client, "/v2/x").await, "a");
+
+    // Added: takes effect.
+    drop_plugin(dir.path(), "router", &guest("test-router-v2"));
+    let mut routed = false;
+    for _ in 0..500 {
+        if served_by(&mut client, "/v2/x").await == "b" {
+            routed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(routed, "the dropped plugin never took effect");
+    let first = rt.plugins().plugins[0].hash.clone();
+
+    // Replaced by a new version (one that passes): the old decision stops.
+    drop_plugin(dir.path(), "router", &guest("test-pass"));
+    eventually("the new version is loaded", || {
+        rt.plugins()
+            .plugins
+            .first()
+            .is_some_and(|p| p.hash != first)
+    })
+    .await;
+    assert_eq!(served_by(&mut client, "/v2/x").await, "a");
+    let second = rt.plugins().plugins[0].hash.clone();
+
+    // A corrupt file is refused; the previous version keeps serving.
+    let before = rt.scans();
+    drop_plugin(dir.path(), "router", b"\0asm this is not a component");
+    next_scan(&rt, before).await;
+    assert_eq!(rt.plugins().plugins[0].hash, second);
+    let rejected = rt.rejected();
+    assert!(
+        rejected
+            .iter()
+            .any(|(file, why)| file.ends_with("router.wasm") && why.contains("does not compile")),
+        "{rejected:?}"
+    );
+    assert_eq!(served_by(&mut client, "/v2/x").await, "a");
+
+    // Deleted: unbound.
+    drop_plugin(dir.path(), "router", &guest("test-router-v2"));
+    eventually("router loaded again", || {
+        rt.plugins()
+            .plugins
+            .first()
+            .is_some_and(|p| p.hash == first)
+    })
+    .await;
+    assert_eq!(served_by(&mut client, "/v2/x").await, "b");
+    std::fs::remove_file(dir.path().join("router.wasm")).unwrap();
+    eventually("plugin unloaded", || rt.plugins().plugins.is_empty()).await;
+    assert_eq!(served_by(&mut client, "/v2/x").await, "a");
+}
+
+#[tokio::test]
+async fn a_component_for_another_contract_version_is_refused_with_the_reason() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let other = wat::parse_str(
+        r#"(component (instance $i) (export "farmgate:plugin/router@0.2.0" (instance $i)))"#,
+    )
+    .unwrap();
+    drop_plugin(dir.path(), "future", &other);
+    let none = wat::parse_str("(component)").unwrap();
+    drop_plugin(dir.path(), "empty", &none);
+    let proxy = Proxy::start(&two_farm_config(&a, &a, dir.path(), "")).await;
+    let rt = runtime(&proxy);
+    assert!(rt.plugins().plugins.is_empty());
+    let rejected = rt.rejected();
+    let why = |name: &str| {
+        rejected
+            .iter()
+            .find(|(f, _)| f.ends_with(name))
+            .map(|(_, w)| w.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        why("future.wasm").contains("farmgate:plugin@0.2.0"),
+        "{rejected:?}"
+    );
+    assert!(
+        why("future.wasm").contains("speaks farmgate:plugin@0.1.0"),
+        "{rejected:?}"
+    );
+    assert!(
+        why("empty.wasm").contains("exports no farmgate hook"),
+        "{rejected:?}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_plugins_are_contained_counted_and_disabled() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = guest("test-hostile");
+    for mode in ["loop", "panic", "alloc", "closed"] {
+        drop_plugin(dir.path(), &format!("h-{mode}"), &hostile);
+    }
+    let mut config = format!(
+        r#"
+[access_log]
+format = "off"
+[plugins]
+dir = {dir:?}
+failures_before_disable = 3
+call_timeout = "20ms"
+memory_limit_mb = 16
+[plugins.config.h-loop]
+settings = {{ mode = "loop" }}
+[plugins.config.h-panic]
+settings = {{ mode = "panic" }}
+[plugins.config.h-alloc]
+settings = {{ mode = "alloc" }}
+[plugins.config.h-closed]
+fail_closed = true
+settings = {{ mode = "panic" }}
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+[[farms]]
+name = "main"
+members = [{{ name = "a", host = "127.0.0.1", port = {port} }}]
+affinity = []
+[[farms]]
+name = "out-of-range"
+members = [{{ name = "a", host = "127.0.0.1", port = {port} }}]
+affinity = ["h-loop"]
+[[rules]]
+name = "affinity"
+public_names = ["affinity.test"]
+farm = "out-of-range"
+router = []
+"#,
+        dir = dir.path().display().to_string(),
+        port = a.port(),
+    );
+    // One rule per hostile router.
+    for mode in ["loop", "panic", "alloc", "closed"] {
+        config.push_str(&format!(
+            "[[rules]]\nname = \"{mode}\"\npublic_names = [\"{mode}.test\"]\nfarm = \"main\"\nrouter = [\"h-{mode}\"]\n"
+        ));
+    }
+    let proxy = Proxy::start(&config).await;
+    let rt = runtime(&proxy);
+    assert_eq!(rt.plugins().plugins.len(), 4);
+    let mut client = Client::connect(proxy.addr).await;
+
+    // Fail-open: every request is still served by the member, through the fallback.
+    for mode in ["loop", "panic", "alloc"] {
+        let a = client.get(&format!("{mode}.test"), "/").await;
+        assert_eq!(a.status, 200, "{mode}: {}", a.text());
+    }
+    // Fail-closed: 503.
+    let closed = client.get("closed.test", "/").await;
+    assert_eq!(closed.status, 503);
+    assert!(closed.text().contains("policy"), "{}", closed.text());
+
+    let plugin = |name: &str| {
+        rt.plugins()
+            .plugins
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+            .unwrap()
+    };
+    for name in ["h-loop", "h-panic", "h-alloc", "h-closed"] {
+        assert_eq!(
+            plugin(name).stats.failures.load(Ordering::Relaxed),
+            1,
+            "{name}"
+        );
+    }
+
+    // An affinity decision naming a member the farm does not have is a failure too; the
+    // built-in balancing serves the request.
+    assert_eq!(client.get("affinity.test", "/").await.status, 200);
+    assert_eq!(plugin("h-loop").stats.failures.load(Ordering::Relaxed), 2);
+
+    // After `failures_before_disable` (3) failures in a row, a plugin is disabled for a while.
+    for _ in 0..3 {
+        assert_eq!(client.get("panic.test", "/").await.status, 200);
+    }
+    let p = plugin("h-panic");
+    assert!(rt.disabled_for(&p).is_some(), "backoff did not engage");
+    let calls = p.stats.calls.load(Ordering::Relaxed);
+    assert_eq!(client.get("panic.test", "/").await.status, 200);
+    assert_eq!(
+        p.stats.calls.load(Ordering::Relaxed),
+        calls,
+        "a disabled plugin was called"
+    );
+}
