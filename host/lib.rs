@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod farm;
 pub mod headers;
+pub mod plugin_tool;
 pub mod plugins;
 pub mod policy;
 pub mod pool;

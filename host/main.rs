@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use farmgate::Config;
+use farmgate::plugin_tool::{self, HookKind};
 use farmgate::telemetry::{self, LogFormat};
 
 /// Where `farmgate run` looks for a config when given none.
@@ -40,6 +41,44 @@ enum Command {
         /// The config file to check.
         path: PathBuf,
     },
+    /// Write, build and try out plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Create a plugin crate (Cargo.toml on the SDK, a hook implementation, a unit test, a README).
+    New {
+        /// Crate name; also the default plugin file name.
+        name: String,
+        /// The hook the plugin starts with.
+        #[arg(long, value_enum)]
+        hook: HookKind,
+        /// Directory to create the crate in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path to farmgate's `sdk/` directory (else $FARMGATE_SDK, else the SDK this farmgate
+        /// was built from, else the crates.io version).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a plugin crate for wasm32-wasip2 in release; prints the .wasm path.
+    Build {
+        /// The crate's directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
+    /// Run a built plugin against a request and farm snapshot (JSON) and print its decision.
+    Test {
+        /// The built .wasm file.
+        file: PathBuf,
+        /// JSON with "hook" ("router" or "affinity"), "settings", "request" and "farm".
+        #[arg(long)]
+        input: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +97,52 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => run(config.as_deref()),
+        Command::Plugin { command } => plugin(command),
+    }
+}
+
+fn plugin(command: PluginCommand) -> ExitCode {
+    let result = match command {
+        PluginCommand::New {
+            name,
+            hook,
+            dir,
+            sdk,
+        } => {
+            let dependency = plugin_tool::default_sdk_dependency(sdk.as_deref());
+            plugin_tool::new_plugin(&dir, &name, hook, &dependency).map(|root| {
+                format!(
+                    "created {} (farmgate-sdk = {dependency})\nnext: cd {0} && cargo test && farmgate plugin build",
+                    root.display()
+                )
+            })
+        }
+        PluginCommand::Build { path } => {
+            plugin_tool::build(&path).map(|wasm| wasm.display().to_string())
+        }
+        PluginCommand::Test { file, input } => std::fs::read_to_string(&input)
+            .map_err(|e| format!("cannot read {}: {e}", input.display()))
+            .and_then(|text| {
+                serde_json::from_str::<plugin_tool::TestInput>(&text)
+                    .map_err(|e| format!("{}: {e}", input.display()))
+            })
+            .and_then(|parsed| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start the async runtime: {e}"))?
+                    .block_on(plugin_tool::test(&file, &parsed))
+            }),
+    };
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -56,6 +56,20 @@ pub struct PluginSettings {
     pub config: HashMap<String, PluginConfig>,
 }
 
+impl Default for PluginSettings {
+    /// No watched folder, no cache, the documented defaults (used by `farmgate plugin test`).
+    fn default() -> Self {
+        PluginSettings {
+            dir: None,
+            call_timeout: defaults::PLUGIN_CALL_TIMEOUT,
+            memory_limit_bytes: defaults::PLUGIN_MEMORY_LIMIT_MB as usize * 1024 * 1024,
+            failures_before_disable: defaults::PLUGIN_FAILURES_BEFORE_DISABLE,
+            cache_dir: None,
+            config: HashMap::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct PluginConfig {
     pub fail_closed: bool,

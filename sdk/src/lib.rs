@@ -148,6 +148,7 @@ macro_rules! export_plugin {
                     settings_json: ::std::string::String,
                 ) -> ::std::result::Result<::std::vec::Vec<$crate::Hook>, ::std::string::String>
                 {
+                    $crate::log::route_panics_to_host_log();
                     let settings = $crate::Settings::from_json(&settings_json)?;
                     let plugin = <$plugin as $crate::Plugin>::new(&settings)?;
                     let hooks = {

@@ -74,3 +74,10 @@ pub fn random_u64() -> u64 {
         RandomState::new().hash_one(now_ns())
     }
 }
+
+/// Sends panic messages to farmgate's log (the plugin's standard error goes nowhere). Called by
+/// [`export_plugin!`](crate::export_plugin) when an instance starts.
+pub fn route_panics_to_host_log() {
+    #[cfg(target_arch = "wasm32")]
+    std::panic::set_hook(Box::new(|info| error(&format!("plugin panicked: {info}"))));
+}

@@ -4,6 +4,7 @@
 mod config_files;
 mod forwarding;
 mod lifecycle;
+mod plugin_cli;
 mod plugins;
 mod pool;
 mod support;

@@ -1,0 +1,528 @@
+//! `farmgate plugin new | build | test`: scaffolding a plugin crate, building it for
+//! `wasm32-wasip2`, and running the built artifact against a request and farm snapshot.
+//!
+//! `new` and `build` only write files and run cargo; `test` loads the component with the same
+//! runtime the proxy uses, so the artifact tested is the artifact deployed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+
+use crate::config::PluginSettings;
+use crate::plugins::{FarmView, Hook, MemberStateView, MemberView, RequestView, Runtime};
+
+/// The hooks a scaffolded plugin can start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookKind {
+    Router,
+    Affinity,
+    LinkTranslation,
+    HealthEvaluation,
+}
+
+/// Where the scaffolded crate gets `farmgate-sdk` from.
+pub fn default_sdk_dependency(sdk: Option<&Path>) -> String {
+    let path = sdk
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("FARMGATE_SDK").map(PathBuf::from))
+        .or_else(|| {
+            let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk");
+            built_from.join("Cargo.toml").exists().then_some(built_from)
+        });
+    match path {
+        Some(p) => format!("{{ path = {:?} }}", p.display().to_string()),
+        None => format!("\"{}\"", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// Creates `dir/name` as a plugin crate for `hook`; returns its directory.
+pub fn new_plugin(
+    dir: &Path,
+    name: &str,
+    hook: HookKind,
+    sdk_dependency: &str,
+) -> Result<PathBuf, String> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "plugin name \"{name}\" may use only letters, digits, '-' and '_'"
+        ));
+    }
+    let root = dir.join(name);
+    if root.exists() {
+        return Err(format!("{} already exists", root.display()));
+    }
+    let type_name: String = name
+        .split(['-', '_'])
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    let type_name = if type_name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+    {
+        type_name
+    } else {
+        format!("Plugin{type_name}")
+    };
+    let write = |rel: &str, text: String| -> Result<(), String> {
+        let path = root.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    write(
+        "Cargo.toml",
+        format!(
+            r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+farmgate-sdk = {sdk_dependency}
+
+[profile.release]
+opt-level = "s"
+lto = true
+strip = true
+codegen-units = 1
+
+# A crate of its own, even inside another workspace's directory.
+[workspace]
+"#
+        ),
+    )?;
+    write("src/lib.rs", template(hook, &type_name))?;
+    write(".gitignore", "/target\n".into())?;
+    write("input.json", input_template(hook))?;
+    write(
+        "README.md",
+        format!(
+            "# {name}\n\nA farmgate {hook:?} plugin.\n\n\
+             - `cargo test`: the plugin's logic, natively.\n\
+             - `farmgate plugin build`: builds `target/wasm32-wasip2/release/{file}.wasm`.\n\
+             - `farmgate plugin test target/wasm32-wasip2/release/{file}.wasm --input input.json`: runs the built\n  \
+             artifact against the request (and farm) in `input.json` and prints its decision.\n\
+             - Deploy: copy the `.wasm` next to farmgate's plugin folder, then rename it in (`mv`), so\n  \
+             farmgate never reads a half-written file. Settings go in `[plugins.config.<file name>]`.\n",
+            file = name.replace('-', "_"),
+        ),
+    )?;
+    Ok(root)
+}
+
+fn template(hook: HookKind, ty: &str) -> String {
+    let (imports, body, test) = match hook {
+        HookKind::Router => (
+            "Plugin, Request, RouteDecision, Router, Settings",
+            format!(
+                r#"impl Router for {ty} {{
+    fn route(&self, req: &Request) -> RouteDecision {{
+        if req.path.starts_with(&self.prefix) {{
+            RouteDecision::to_farm(&self.farm)
+        }} else {{
+            RouteDecision::Pass
+        }}
+    }}
+}}"#
+            ),
+            format!(
+                r##"    #[test]
+    fn routes_the_prefix_to_the_farm() {{
+        let p = {ty}::new(&testing::settings(r#"{{"prefix": "/api/", "farm": "api"}}"#)).unwrap();
+        assert_eq!(p.route(&testing::request("GET", "/api/x").build()), RouteDecision::to_farm("api"));
+        assert_eq!(p.route(&testing::request("GET", "/other").build()), RouteDecision::Pass);
+    }}"##
+            ),
+        ),
+        HookKind::Affinity => (
+            "Affinity, AffinityDecision, Farm, Plugin, Request, Settings",
+            format!(
+                r#"impl Affinity for {ty} {{
+    fn choose(&self, _req: &Request, farm: &Farm) -> AffinityDecision {{
+        // The online member with the fewest requests in flight.
+        match farm.online_members().min_by_key(|m| m.in_flight) {{
+            Some(m) => AffinityDecision::member(m.id),
+            None => AffinityDecision::Pass,
+        }}
+    }}
+}}"#
+            ),
+            format!(
+                r#"    #[test]
+    fn picks_the_least_busy_member() {{
+        let p = {ty}::new(&testing::settings("{{}}")).unwrap();
+        let farm = testing::farm("web", 3).in_flight(0, 5).in_flight(1, 1).in_flight(2, 3).build();
+        assert_eq!(p.choose(&testing::request("GET", "/").build(), &farm), AffinityDecision::member(1));
+    }}"#
+            ),
+        ),
+        HookKind::LinkTranslation => (
+            "LinkTranslation, Mapping, Plugin, Response, Settings, Translation, TranslationDecision",
+            format!(
+                r#"impl LinkTranslation for {ty} {{
+    fn decide(&self, resp: &Response) -> TranslationDecision {{
+        if !resp.content_type.as_deref().unwrap_or("").starts_with("text/html") {{
+            return TranslationDecision::Pass;
+        }}
+        TranslationDecision::Translate(Translation {{
+            mappings: vec![Mapping {{
+                from: format!("http://{{}}", resp.internal_name),
+                to: format!("{{}}://{{}}", resp.public_scheme, resp.public_name),
+            }}],
+            headers: vec!["location".into()],
+            body: true,
+        }})
+    }}
+}}"#
+            ),
+            format!(
+                r#"    #[test]
+    fn translates_html_only() {{
+        let p = {ty}::new(&testing::settings("{{}}")).unwrap();
+        let html = testing::response(200, "text/html", "www.example.com", "intranet.local");
+        assert!(matches!(p.decide(&html), TranslationDecision::Translate(_)));
+        let png = testing::response(200, "image/png", "www.example.com", "intranet.local");
+        assert_eq!(p.decide(&png), TranslationDecision::Pass);
+    }}"#
+            ),
+        ),
+        HookKind::HealthEvaluation => (
+            "HealthEvaluation, HealthVerdict, Plugin, Probe, Settings",
+            format!(
+                r#"impl HealthEvaluation for {ty} {{
+    fn evaluate(&self, probe: &Probe) -> HealthVerdict {{
+        match probe.status {{
+            Some(s) if (200..400).contains(&s) => HealthVerdict::Healthy,
+            Some(s) => HealthVerdict::unhealthy(format!("status {{s}}")),
+            None => HealthVerdict::Pass,
+        }}
+    }}
+}}"#
+            ),
+            format!(
+                r#"    #[test]
+    fn judges_by_status() {{
+        let p = {ty}::new(&testing::settings("{{}}")).unwrap();
+        assert_eq!(p.evaluate(&testing::probe(200, "OK", 1000)), HealthVerdict::Healthy);
+        assert!(matches!(p.evaluate(&testing::probe(503, "", 1000)), HealthVerdict::Unhealthy(_)));
+    }}"#
+            ),
+        ),
+    };
+    let (fields, init) = match hook {
+        HookKind::Router => (
+            "    prefix: String,\n    farm: String,\n",
+            format!(
+                "        Ok({ty} {{\n            prefix: settings.get_or(\"prefix\", \"/api/\".to_string())?,\n            farm: settings.get_or(\"farm\", \"api\".to_string())?,\n        }})"
+            ),
+        ),
+        _ => (
+            "",
+            format!("        let _ = settings;\n        Ok({ty} {{}})"),
+        ),
+    };
+    format!(
+        r#"//! A farmgate plugin. Settings come from `[plugins.config.<file name>] settings = {{ ... }}`.
+
+use farmgate_sdk::{{export_plugin, {imports}}};
+
+pub struct {ty} {{
+{fields}}}
+
+impl Plugin for {ty} {{
+    fn new(settings: &Settings) -> Result<Self, String> {{
+{init}
+    }}
+}}
+
+{body}
+
+export_plugin!({ty});
+
+#[cfg(test)]
+mod tests {{
+    use super::*;
+    use farmgate_sdk::testing;
+
+{test}
+}}
+"#
+    )
+}
+
+fn input_template(hook: HookKind) -> String {
+    let hook_name = match hook {
+        HookKind::Router => "router",
+        HookKind::Affinity => "affinity",
+        HookKind::LinkTranslation | HookKind::HealthEvaluation => "router",
+    };
+    format!(
+        r#"{{
+  "hook": "{hook_name}",
+  "settings": {{}},
+  "request": {{ "method": "GET", "host": "www.example.com", "path": "/api/orders", "headers": [["user-agent", "curl/8"]] }},
+  "farm": {{ "name": "web", "members": [{{ "name": "web1", "in_flight": 2 }}, {{ "name": "web2" }}] }}
+}}
+"#
+    )
+}
+
+/// Builds the plugin crate at `dir` for wasm32-wasip2 in release; returns the `.wasm` path.
+pub fn build(dir: &Path) -> Result<PathBuf, String> {
+    let manifest = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
+    let parsed: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let name = parsed
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .ok_or_else(|| format!("{} has no [package] name", manifest.display()))?
+        .to_string();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(
+            "cargo build failed (if it says the wasm32-wasip2 target is missing: rustup target add wasm32-wasip2)".into(),
+        );
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("target"));
+    let wasm = target_dir
+        .join("wasm32-wasip2")
+        .join("release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    if wasm.exists() {
+        Ok(wasm)
+    } else {
+        Err(format!(
+            "the build succeeded but {} is missing",
+            wasm.display()
+        ))
+    }
+}
+
+/// What `farmgate plugin test` reads: the hook to ask, the plugin's settings, a request and a
+/// farm snapshot. Missing fields take plausible defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestInput {
+    pub hook: String,
+    #[serde(default)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub request: TestRequest,
+    #[serde(default)]
+    pub farm: TestFarm,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestRequest {
+    pub method: String,
+    pub scheme: String,
+    pub host: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub client_addr: String,
+    pub listener: String,
+    pub rule: String,
+}
+
+impl Default for TestRequest {
+    fn default() -> Self {
+        TestRequest {
+            method: "GET".into(),
+            scheme: "http".into(),
+            host: "www.example.com".into(),
+            path: "/".into(),
+            query: None,
+            headers: Vec::new(),
+            client_addr: "192.0.2.1".into(),
+            listener: "web".into(),
+            rule: "site".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestFarm {
+    pub name: String,
+    pub members: Vec<TestMember>,
+    pub sticky_member: Option<u32>,
+}
+
+impl Default for TestFarm {
+    fn default() -> Self {
+        TestFarm {
+            name: "web".into(),
+            members: vec![TestMember::default()],
+            sticky_member: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestMember {
+    pub name: String,
+    pub weight: u32,
+    /// active, out-of-service, draining, removed or unable-to-verify.
+    pub state: String,
+    pub in_flight: u32,
+    pub latency_ewma_us: u64,
+    pub requests: u64,
+    pub failures: u64,
+}
+
+impl Default for TestMember {
+    fn default() -> Self {
+        TestMember {
+            name: "web1".into(),
+            weight: 1,
+            state: "active".into(),
+            in_flight: 0,
+            latency_ewma_us: 0,
+            requests: 0,
+            failures: 0,
+        }
+    }
+}
+
+/// Loads `wasm` as the proxy would and asks it the input's question; returns the decision as text.
+pub async fn test(wasm: &Path, input: &TestInput) -> Result<String, String> {
+    let bytes = std::fs::read(wasm).map_err(|e| format!("cannot read {}: {e}", wasm.display()))?;
+    let name = wasm
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin")
+        .to_string();
+    let mut settings = PluginSettings::default();
+    settings.config.insert(
+        name.clone(),
+        crate::config::PluginConfig {
+            fail_closed: false,
+            settings_json: serde_json::Value::Object(input.settings.clone()).to_string(),
+        },
+    );
+    let runtime = Runtime::new(settings).map_err(|e| e.to_string())?;
+    let loaded = {
+        let runtime = std::sync::Arc::clone(&runtime);
+        let file = wasm.to_path_buf();
+        tokio::task::spawn_blocking(move || runtime.load(&name, &file, &bytes, "tool".into()))
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    let plugin = loaded.map_err(|reason| format!("{}: {reason}", wasm.display()))?;
+    let r = &input.request;
+    let request = RequestView {
+        method: r.method.clone(),
+        scheme: r.scheme.clone(),
+        host: r.host.clone(),
+        path: r.path.clone(),
+        query: r.query.clone(),
+        headers: r
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+            .collect(),
+        client_addr: r.client_addr.clone(),
+        listener: r.listener.clone(),
+        rule: r.rule.clone(),
+    };
+    let mut out = format!("plugin implements: {:?}\n", plugin.hooks);
+    match input.hook.as_str() {
+        "router" => {
+            require(&plugin.hooks, Hook::Router, "router")?;
+            let d = runtime
+                .route(&plugin, &request)
+                .await
+                .map_err(|f| f.to_string())?;
+            out.push_str(&format!("decision: {d:#?}\n"));
+        }
+        "affinity" => {
+            require(&plugin.hooks, Hook::Affinity, "affinity")?;
+            let farm = farm_view(&input.farm)?;
+            let d = runtime
+                .choose(&plugin, &request, &farm)
+                .await
+                .map_err(|f| f.to_string())?;
+            out.push_str(&format!("decision: {d:#?}\n"));
+        }
+        other => {
+            return Err(format!(
+                "hook \"{other}\" cannot be tested yet; use \"router\" or \"affinity\""
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn require(hooks: &[Hook], hook: Hook, name: &str) -> Result<(), String> {
+    if hooks.contains(&hook) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the plugin does not implement the {name} hook (it has {hooks:?})"
+        ))
+    }
+}
+
+fn farm_view(f: &TestFarm) -> Result<FarmView, String> {
+    let mut members = Vec::new();
+    for (i, m) in f.members.iter().enumerate() {
+        let state = match m.state.as_str() {
+            "active" => MemberStateView::Active,
+            "out-of-service" => MemberStateView::OutOfService,
+            "draining" => MemberStateView::Draining,
+            "removed" => MemberStateView::Removed,
+            "unable-to-verify" => MemberStateView::UnableToVerify,
+            other => return Err(format!("member {}: unknown state \"{other}\"", m.name)),
+        };
+        members.push(MemberView {
+            id: i as u32,
+            name: m.name.clone(),
+            weight: m.weight,
+            state,
+            in_flight: m.in_flight,
+            latency_ewma_us: m.latency_ewma_us,
+            requests: m.requests,
+            failures: m.failures,
+        });
+    }
+    Ok(FarmView {
+        name: f.name.clone(),
+        members,
+        sticky_member: f.sticky_member,
+    })
+}
