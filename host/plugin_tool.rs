@@ -454,8 +454,9 @@ pub async fn test(wasm: &Path, input: &TestInput) -> Result<String, String> {
         headers: r
             .headers
             .iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
-            .collect(),
+            .map(|(n, v)| format!("{}: {v}", n.to_ascii_lowercase()))
+            .collect::<Vec<_>>()
+            .join("\n"),
         client_addr: r.client_addr.clone(),
         listener: r.listener.clone(),
         rule: r.rule.clone(),

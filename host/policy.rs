@@ -55,19 +55,27 @@ pub fn request_view(
         host: host.to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(str::to_string),
-        headers: parts
-            .headers
-            .iter()
-            .filter_map(|(n, v)| {
-                v.to_str()
-                    .ok()
-                    .map(|v| (n.as_str().to_string(), v.to_string()))
-            })
-            .collect(),
+        headers: header_block(&parts.headers),
         client_addr: conn.client.ip().to_string(),
         listener: generation.config.listeners[conn.listener].name.clone(),
         rule: generation.config.rules[rule].name.clone(),
     }
+}
+
+/// Headers as the plugin contract's header block: `name: value` lines joined by `\n`.
+pub fn header_block(headers: &http::HeaderMap) -> String {
+    let mut block = String::with_capacity(headers.len() * 32);
+    for (n, v) in headers {
+        if let Ok(v) = v.to_str() {
+            if !block.is_empty() {
+                block.push('\n');
+            }
+            block.push_str(n.as_str());
+            block.push_str(": ");
+            block.push_str(v);
+        }
+    }
+    block
 }
 
 /// The farm as affinity plugins see it: members by index, with their live figures.

@@ -417,6 +417,26 @@ impl Runtime {
         self.finish(plugin, "router", instance, result)
     }
 
+    /// Asks a router plugin on a brand-new instance, bypassing the instance cache. Only for
+    /// measuring what the cache saves (`benches/plugins.rs`).
+    #[doc(hidden)]
+    pub async fn route_on_fresh_instance(
+        &self,
+        plugin: &Arc<Plugin>,
+        req: &RequestView,
+    ) -> Result<RouteDecision, String> {
+        let (mut instance, _) = plugin
+            .instantiate(self.settings.load().call_timeout)
+            .await?;
+        instance.store.set_epoch_deadline(self.deadline_ticks());
+        instance
+            .bindings
+            .farmgate_plugin_router()
+            .call_route(&mut instance.store, req)
+            .await
+            .map_err(|e| describe(&e))
+    }
+
     /// Asks an affinity plugin; a member id outside the farm is a failure.
     pub async fn choose(
         &self,

@@ -47,7 +47,7 @@
 pub mod log;
 mod settings;
 pub mod testing;
-mod views;
+pub mod views;
 
 #[doc(hidden)]
 pub mod bindings {

@@ -30,7 +30,7 @@ pub fn request(method: &str, path_and_query: &str) -> RequestBuilder {
         host: "www.example.com".into(),
         path,
         query,
-        headers: vec![("host".into(), "www.example.com".into())],
+        headers: "host: www.example.com".into(),
         client_addr: "192.0.2.1".into(),
         listener: "web".into(),
         rule: "site".into(),
@@ -40,14 +40,18 @@ pub fn request(method: &str, path_and_query: &str) -> RequestBuilder {
 impl RequestBuilder {
     pub fn host(mut self, host: &str) -> Self {
         self.0.host = host.to_string();
-        self.0.headers.retain(|(n, _)| n != "host");
-        self.0.headers.push(("host".into(), host.to_string()));
+        let rest: Vec<(String, String)> = crate::views::header_lines(&self.0.headers)
+            .filter(|(n, _)| *n != "host")
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        self.0.headers = format!("host: {host}");
+        for (n, v) in rest {
+            crate::views::push_header(&mut self.0.headers, &n, &v);
+        }
         self
     }
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.0
-            .headers
-            .push((name.to_ascii_lowercase(), value.to_string()));
+        crate::views::push_header(&mut self.0.headers, name, value);
         self
     }
     pub fn client(mut self, addr: &str) -> Self {
@@ -131,7 +135,7 @@ pub fn response(status: u16, content_type: &str, public: &str, internal: &str) -
         public_scheme: "http".into(),
         status,
         content_type: Some(content_type.to_string()),
-        headers: vec![("content-type".into(), content_type.to_string())],
+        headers: format!("content-type: {content_type}"),
     }
 }
 
@@ -142,7 +146,7 @@ pub fn probe(status: u16, body: &str, latency_us: u64) -> Probe {
         member: "web1".into(),
         url: "http://web1/status.htm".into(),
         status: Some(status),
-        headers: Vec::new(),
+        headers: String::new(),
         body_prefix: body.as_bytes().to_vec(),
         latency_us,
         error: None,

@@ -5,19 +5,40 @@ use crate::{
     RedirectTo, Request, Response, RouteDecision,
 };
 
+/// The `(name, value)` pairs of a header block (`name: value` lines).
+pub fn header_lines(block: &str) -> impl Iterator<Item = (&str, &str)> {
+    block
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim(), v.trim()))
+}
+
+/// Appends one header to a header block.
+pub fn push_header(block: &mut String, name: &str, value: &str) {
+    if !block.is_empty() {
+        block.push('\n');
+    }
+    block.push_str(&name.to_ascii_lowercase());
+    block.push_str(": ");
+    block.push_str(value);
+}
+
 impl Request {
+    /// Every header as `(name, value)`, names lower-case, in arrival order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        header_lines(&self.headers)
+    }
+
     /// The first value of a header (names compare case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
+        self.headers()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// A cookie's value from the Cookie header(s).
     pub fn cookie(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
+        self.headers()
             .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
             .flat_map(|(_, v)| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
@@ -37,11 +58,15 @@ impl Request {
 }
 
 impl Response {
+    /// Every header as `(name, value)`.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        header_lines(&self.headers)
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
+        self.headers()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 }
 
