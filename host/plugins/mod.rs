@@ -29,7 +29,7 @@ mod watch;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,7 @@ pub struct Runtime {
     scans: AtomicU64,
     /// Files whose latest content was refused, with the reason (for logs and the admin API).
     rejected: std::sync::Mutex<Vec<(String, String)>>,
+    live: Arc<Live>,
 }
 
 /// The plugins loaded now, in file-name order.
@@ -97,6 +98,40 @@ pub struct Plugin {
     id: u64,
     pub stats: PluginStats,
     memory_limit: usize,
+    live: Arc<Live>,
+}
+
+/// Counts of plugin versions and instances alive in one runtime: what proves that replaced
+/// versions and their instances are freed.
+#[derive(Debug, Default)]
+pub struct Live {
+    versions: AtomicUsize,
+    instances: AtomicUsize,
+}
+
+impl Live {
+    pub fn versions(&self) -> usize {
+        self.versions.load(Ordering::Relaxed)
+    }
+
+    pub fn instances(&self) -> usize {
+        self.instances.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        self.live.versions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Held by every instance's store; dropping the store counts the instance gone.
+struct InstanceGuard(Arc<Live>);
+
+impl Drop for InstanceGuard {
+    fn drop(&mut self) {
+        self.0.instances.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Counters of one plugin version, for logs and the admin API.
@@ -138,6 +173,7 @@ pub struct RuntimeError(String);
 
 /// Store data of one instance.
 struct State {
+    _live: InstanceGuard,
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
@@ -247,6 +283,7 @@ impl Runtime {
             ticker_stop,
             scans: AtomicU64::new(0),
             rejected: std::sync::Mutex::new(Vec::new()),
+            live: Arc::new(Live::default()),
         }))
     }
 
@@ -293,6 +330,10 @@ impl Runtime {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             stats: PluginStats::default(),
             memory_limit: settings.memory_limit_bytes,
+            live: {
+                self.live.versions.fetch_add(1, Ordering::Relaxed);
+                Arc::clone(&self.live)
+            },
         };
         // The smoke test: instantiate and initialise once; the answer says which hooks it has.
         // `load` runs on a blocking thread, where waiting on the runtime is allowed.
@@ -355,6 +396,11 @@ impl Runtime {
     /// Replaces the plugin set (the watcher's job).
     pub fn install(&self, set: PluginSet) {
         self.set.store(Arc::new(set));
+    }
+
+    /// Plugin versions and instances alive now.
+    pub fn live(&self) -> &Live {
+        &self.live
     }
 
     /// How many folder scans have completed.
@@ -583,6 +629,10 @@ impl Plugin {
                 .trap_on_grow_failure(true)
                 .build(),
             plugin: Arc::from(self.name.as_str()),
+            _live: {
+                self.live.instances.fetch_add(1, Ordering::Relaxed);
+                InstanceGuard(Arc::clone(&self.live))
+            },
             started: Instant::now(),
         };
         let mut store = Store::new(self.pre.engine(), state);

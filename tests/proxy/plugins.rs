@@ -351,3 +351,50 @@ router = []
         "a disabled plugin was called"
     );
 }
+
+#[tokio::test]
+async fn replaced_versions_and_their_instances_are_freed() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    // farmgate creates the cache directory itself (mode 0700); it refuses one others could write.
+    let cache = scratch.path().join("compiled");
+    let config = two_farm_config(
+        &a,
+        &b,
+        dir.path(),
+        &format!("cache_dir = {:?}", cache.display().to_string()),
+    );
+    let proxy = Proxy::start(&config).await;
+    let rt = runtime(&proxy);
+    let mut client = Client::connect(proxy.addr).await;
+    let versions = [guest("test-router-v2"), guest("test-pass")];
+    const SWAPS: usize = 1000;
+    for i in 0..SWAPS {
+        let bytes = versions[i % 2].clone();
+        let loader = Arc::clone(&rt);
+        let plugin = tokio::task::spawn_blocking(move || {
+            let hash = sha256_hex(&bytes);
+            loader.load("router", Path::new("router.wasm"), &bytes, hash)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        rt.install(farmgate::plugins::PluginSet {
+            plugins: vec![plugin],
+        });
+        // Every version serves a request, so every version had an instance in this thread's cache.
+        let expected = if i % 2 == 0 { "b" } else { "a" };
+        assert_eq!(served_by(&mut client, "/v2/x").await, expected, "swap {i}");
+    }
+    // Two contents, compiled once each: every other load came from the code cache.
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+    // The current version, and at most one instance per thread that called it.
+    assert_eq!(rt.live().versions(), 1);
+    let threads = 2; // the test's own thread and, at most, one blocking thread
+    assert!(
+        rt.live().instances() <= threads,
+        "{} instances alive after {SWAPS} swaps",
+        rt.live().instances()
+    );
+}
