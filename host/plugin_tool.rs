@@ -10,7 +10,9 @@ use std::process::Command;
 use serde::Deserialize;
 
 use crate::config::PluginSettings;
-use crate::plugins::{FarmView, Hook, MemberStateView, MemberView, RequestView, Runtime};
+use crate::plugins::{
+    FarmView, Hook, MemberStateView, MemberView, ProbeResult, RequestView, ResponseView, Runtime,
+};
 
 /// The hooks a scaffolded plugin can start from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -268,20 +270,26 @@ mod tests {{
 }
 
 fn input_template(hook: HookKind) -> String {
-    let hook_name = match hook {
-        HookKind::Router => "router",
-        HookKind::Affinity => "affinity",
-        HookKind::LinkTranslation | HookKind::HealthEvaluation => "router",
+    let (hook_name, question) = match hook {
+        HookKind::Router => (
+            "router",
+            r#""request": { "method": "GET", "host": "www.example.com", "path": "/api/orders", "headers": [["user-agent", "curl/8"]] }"#,
+        ),
+        HookKind::Affinity => (
+            "affinity",
+            r#""request": { "path": "/" },
+  "farm": { "name": "web", "members": [{ "name": "web1", "in_flight": 2 }, { "name": "web2" }] }"#,
+        ),
+        HookKind::LinkTranslation => (
+            "link-translation",
+            r#""response": { "status": 200, "content_type": "text/html", "public_name": "www.example.com", "internal_name": "intranet.local" }"#,
+        ),
+        HookKind::HealthEvaluation => (
+            "health-evaluation",
+            r#""probe": { "status": 503, "body": "maintenance", "latency_us": 2000 }"#,
+        ),
     };
-    format!(
-        r#"{{
-  "hook": "{hook_name}",
-  "settings": {{}},
-  "request": {{ "method": "GET", "host": "www.example.com", "path": "/api/orders", "headers": [["user-agent", "curl/8"]] }},
-  "farm": {{ "name": "web", "members": [{{ "name": "web1", "in_flight": 2 }}, {{ "name": "web2" }}] }}
-}}
-"#
-    )
+    format!("{{\n  \"hook\": \"{hook_name}\",\n  \"settings\": {{}},\n  {question}\n}}\n")
 }
 
 /// Builds the plugin crate at `dir` for wasm32-wasip2 in release; returns the `.wasm` path.
@@ -342,6 +350,73 @@ pub struct TestInput {
     pub request: TestRequest,
     #[serde(default)]
     pub farm: TestFarm,
+    #[serde(default)]
+    pub response: TestResponse,
+    #[serde(default)]
+    pub probe: TestProbe,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestResponse {
+    pub rule: String,
+    pub public_name: String,
+    pub internal_name: String,
+    pub public_scheme: String,
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Default for TestResponse {
+    fn default() -> Self {
+        TestResponse {
+            rule: "site".into(),
+            public_name: "www.example.com".into(),
+            internal_name: "intranet.example.local".into(),
+            public_scheme: "https".into(),
+            status: 200,
+            content_type: Some("text/html; charset=utf-8".into()),
+            headers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestProbe {
+    pub farm: String,
+    pub member: String,
+    pub url: String,
+    pub status: Option<u16>,
+    pub headers: Vec<(String, String)>,
+    /// The start of the body, as text.
+    pub body: String,
+    pub latency_us: u64,
+    pub error: Option<String>,
+}
+
+impl Default for TestProbe {
+    fn default() -> Self {
+        TestProbe {
+            farm: "web".into(),
+            member: "web1".into(),
+            url: "http://web1/status.htm".into(),
+            status: Some(200),
+            headers: Vec::new(),
+            body: "OK".into(),
+            latency_us: 1500,
+            error: None,
+        }
+    }
+}
+
+fn block(headers: &[(String, String)]) -> String {
+    headers
+        .iter()
+        .map(|(n, v)| format!("{}: {v}", n.to_ascii_lowercase()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,8 +506,8 @@ pub async fn test(wasm: &Path, input: &TestInput) -> Result<String, String> {
     settings.config.insert(
         name.clone(),
         crate::config::PluginConfig {
-            fail_closed: false,
             settings_json: serde_json::Value::Object(input.settings.clone()).to_string(),
+            ..Default::default()
         },
     );
     let runtime = Runtime::new(settings).map_err(|e| e.to_string())?;
@@ -451,12 +526,7 @@ pub async fn test(wasm: &Path, input: &TestInput) -> Result<String, String> {
         host: r.host.clone(),
         path: r.path.clone(),
         query: r.query.clone(),
-        headers: r
-            .headers
-            .iter()
-            .map(|(n, v)| format!("{}: {v}", n.to_ascii_lowercase()))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        headers: block(&r.headers),
         client_addr: r.client_addr.clone(),
         listener: r.listener.clone(),
         rule: r.rule.clone(),
@@ -480,9 +550,46 @@ pub async fn test(wasm: &Path, input: &TestInput) -> Result<String, String> {
                 .map_err(|f| f.to_string())?;
             out.push_str(&format!("decision: {d:#?}\n"));
         }
+        "link-translation" => {
+            require(&plugin.hooks, Hook::LinkTranslation, "link-translation")?;
+            let r = &input.response;
+            let view = ResponseView {
+                rule: r.rule.clone(),
+                public_name: r.public_name.clone(),
+                internal_name: r.internal_name.clone(),
+                public_scheme: r.public_scheme.clone(),
+                status: r.status,
+                content_type: r.content_type.clone(),
+                headers: block(&r.headers),
+            };
+            let d = runtime
+                .decide_translation(&plugin, &view)
+                .await
+                .map_err(|f| f.to_string())?;
+            out.push_str(&format!("decision: {d:#?}\n"));
+        }
+        "health-evaluation" => {
+            require(&plugin.hooks, Hook::HealthEvaluation, "health-evaluation")?;
+            let p = &input.probe;
+            let view = ProbeResult {
+                farm: p.farm.clone(),
+                member: p.member.clone(),
+                url: p.url.clone(),
+                status: p.status,
+                headers: block(&p.headers),
+                body_prefix: p.body.as_bytes().to_vec(),
+                latency_us: p.latency_us,
+                error: p.error.clone(),
+            };
+            let d = runtime
+                .evaluate_health(&plugin, &view)
+                .await
+                .map_err(|f| f.to_string())?;
+            out.push_str(&format!("decision: {d:#?}\n"));
+        }
         other => {
             return Err(format!(
-                "hook \"{other}\" cannot be tested yet; use \"router\" or \"affinity\""
+                "unknown hook \"{other}\"; use router, affinity, link-translation or health-evaluation"
             ));
         }
     }

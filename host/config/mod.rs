@@ -75,6 +75,10 @@ pub struct PluginConfig {
     pub fail_closed: bool,
     /// The settings table as JSON, handed to the plugin's `init`.
     pub settings_json: String,
+    /// What the plugin's WASI may reach beyond what Rust's std needs; nothing by default.
+    pub env: Vec<(String, String)>,
+    pub read_only_dirs: Vec<std::path::PathBuf>,
+    pub network: bool,
 }
 
 /// Plugins bound to a hook: an explicit list, or every plugin in the folder that has the hook.
@@ -652,6 +656,18 @@ impl Validator<'_> {
         };
         let mut config = HashMap::new();
         for (name, c) in raw.config {
+            let mut read_only_dirs = Vec::new();
+            for d in &c.read_only_dirs {
+                let path = base.join(d.get_ref());
+                if !path.is_dir() {
+                    return Err(self.source.error(
+                        d,
+                        format!("plugins.config.{name}.read_only_dirs"),
+                        format!("{} is not a directory", path.display()),
+                    ));
+                }
+                read_only_dirs.push(path);
+            }
             let settings_json = match c.settings {
                 Some(t) => serde_json::to_string(&t).unwrap_or_else(|_| "{}".into()),
                 None => "{}".into(),
@@ -661,6 +677,9 @@ impl Validator<'_> {
                 PluginConfig {
                     fail_closed: c.fail_closed,
                     settings_json,
+                    env: c.env.into_iter().collect(),
+                    read_only_dirs,
+                    network: c.network,
                 },
             );
         }

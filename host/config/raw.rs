@@ -56,6 +56,15 @@ pub struct RawPluginConfig {
     pub fail_closed: bool,
     /// Handed to the plugin (as JSON) when it is instantiated.
     pub settings: Option<toml::Table>,
+    /// Environment variables the plugin sees (none by default).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Host directories the plugin may read, visible under the same path (none by default).
+    #[serde(default)]
+    pub read_only_dirs: Vec<Spanned<String>>,
+    /// Whether the plugin may open network connections and look up names (no by default).
+    #[serde(default)]
+    pub network: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

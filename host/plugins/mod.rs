@@ -39,11 +39,16 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use bindings::exports::farmgate::plugin::affinity::{AffinityDecision, MemberChoice};
+pub use bindings::exports::farmgate::plugin::health_evaluation::HealthVerdict;
+pub use bindings::exports::farmgate::plugin::link_translation::{
+    Mapping, Translation, TranslationDecision,
+};
 pub use bindings::exports::farmgate::plugin::router::{
     DirectResponse, ForwardTo, RedirectTo, RouteDecision,
 };
 pub use bindings::farmgate::plugin::types::{
-    FarmView, Hook, MemberState as MemberStateView, MemberView, RequestView,
+    FarmView, Hook, MemberState as MemberStateView, MemberView, ProbeResult, RequestView,
+    ResponseView,
 };
 
 use crate::config::{Binding, PluginConfig, PluginSettings};
@@ -318,14 +323,7 @@ impl Runtime {
             file: file.to_path_buf(),
             hash,
             hooks: Vec::new(),
-            config: settings
-                .config
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| PluginConfig {
-                    fail_closed: false,
-                    settings_json: "{}".into(),
-                }),
+            config: settings.config.get(name).cloned().unwrap_or_default(),
             pre,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             stats: PluginStats::default(),
@@ -483,6 +481,36 @@ impl Runtime {
             .map_err(|e| describe(&e))
     }
 
+    /// Asks a link-translation plugin what to rewrite in a response.
+    pub async fn decide_translation(
+        &self,
+        plugin: &Arc<Plugin>,
+        resp: &ResponseView,
+    ) -> Result<TranslationDecision, PluginFailure> {
+        let mut instance = self.checkout(plugin, "link-translation").await?;
+        let result = instance
+            .bindings
+            .farmgate_plugin_link_translation()
+            .call_decide(&mut instance.store, resp)
+            .await;
+        self.finish(plugin, "link-translation", instance, result)
+    }
+
+    /// Asks a health-evaluation plugin for a verdict on a probe.
+    pub async fn evaluate_health(
+        &self,
+        plugin: &Arc<Plugin>,
+        probe: &ProbeResult,
+    ) -> Result<HealthVerdict, PluginFailure> {
+        let mut instance = self.checkout(plugin, "health-evaluation").await?;
+        let result = instance
+            .bindings
+            .farmgate_plugin_health_evaluation()
+            .call_evaluate(&mut instance.store, probe)
+            .await;
+        self.finish(plugin, "health-evaluation", instance, result)
+    }
+
     /// Asks an affinity plugin; a member id outside the farm is a failure.
     pub async fn choose(
         &self,
@@ -619,10 +647,28 @@ impl Plugin {
         self.stats.disabled_until_ms.load(Ordering::Relaxed) <= now_ms
     }
 
+    /// WASI as far as std needs it (clocks, randomness, empty stdin, discarded stdout/stderr),
+    /// plus only what the plugin's config grants.
+    fn wasi(&self) -> Result<WasiCtx, String> {
+        let mut b = WasiCtx::builder();
+        for (k, v) in &self.config.env {
+            b.env(k, v);
+        }
+        for dir in &self.config.read_only_dirs {
+            let guest = dir.to_string_lossy();
+            b.preopened_dir(dir, guest.as_ref(), wasmtime_wasi::FsPerms::ReadOnly)
+                .map_err(|e| format!("cannot grant {}: {e}", dir.display()))?;
+        }
+        if self.config.network {
+            b.inherit_network().allow_ip_name_lookup(true);
+        }
+        Ok(b.build())
+    }
+
     /// A fresh instance, initialised with the plugin's settings; returns the hooks it reports.
     async fn instantiate(&self, timeout: Duration) -> Result<(Instance, Vec<Hook>), String> {
         let state = State {
-            wasi: WasiCtx::builder().build(),
+            wasi: self.wasi()?,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.memory_limit)

@@ -33,6 +33,12 @@ fn scaffolded_plugins_build_test_and_run() {
     for (name, hook, expect) in [
         ("my-router", "router", "farm: Some(\n            \"api\""),
         ("my-affinity", "affinity", "id: 1"),
+        (
+            "my-links",
+            "link-translation",
+            "to: \"https://www.example.com\"",
+        ),
+        ("my-health", "health-evaluation", "\"status 503\""),
     ] {
         let out = farmgate(
             &["plugin", "new", name, "--hook", hook, "--sdk", sdk],

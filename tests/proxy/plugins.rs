@@ -398,3 +398,23 @@ async fn replaced_versions_and_their_instances_are_freed() {
         rt.live().instances()
     );
 }
+
+#[tokio::test]
+async fn plugins_see_no_environment_unless_granted() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    // The proxy's own environment has PATH; the plugin sees it only when the config grants it.
+    assert!(std::env::var_os("PATH").is_some());
+    for (grant, expected) in [("", "a"), ("env = { PATH = \"v2\" }", "b")] {
+        let dir = tempfile::tempdir().unwrap();
+        drop_plugin(dir.path(), "router", &guest("test-router-v2"));
+        let extra =
+            format!("[plugins.config.router]\nsettings = {{ farm_from_env = \"PATH\" }}\n{grant}");
+        let proxy = Proxy::start(&two_farm_config(&a, &b, dir.path(), &extra)).await;
+        let mut client = Client::connect(proxy.addr).await;
+        assert_eq!(
+            served_by(&mut client, "/v2/x").await,
+            expected,
+            "grant: {grant:?}"
+        );
+    }
+}

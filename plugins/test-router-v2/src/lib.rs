@@ -1,17 +1,23 @@
 //! Sends `/v2/...` to the farm named by the `farm` setting (default `v2`), stripping the prefix
-//! when `strip` is true; everything else passes.
+//! when `strip` is true; everything else passes. With `farm_from_env = "VAR"` the farm name comes
+//! from that environment variable instead, and the plugin passes when the variable is absent
+//! (plugins see no environment unless farmgate's config grants it).
 
 use farmgate_sdk::{ForwardTo, Plugin, Request, RouteDecision, Router, Settings, export_plugin};
 
 pub struct RouterV2 {
-    farm: String,
+    farm: Option<String>,
     strip: bool,
 }
 
 impl Plugin for RouterV2 {
     fn new(settings: &Settings) -> Result<Self, String> {
+        let farm = match settings.get::<String>("farm_from_env")? {
+            Some(var) => std::env::var(var).ok(),
+            None => Some(settings.get_or("farm", "v2".to_string())?),
+        };
         Ok(RouterV2 {
-            farm: settings.get_or("farm", "v2".to_string())?,
+            farm,
             strip: settings.get_or("strip", false)?,
         })
     }
@@ -19,6 +25,9 @@ impl Plugin for RouterV2 {
 
 impl Router for RouterV2 {
     fn route(&self, req: &Request) -> RouteDecision {
+        let Some(farm) = &self.farm else {
+            return RouteDecision::Pass;
+        };
         let Some(rest) = req.path.strip_prefix("/v2") else {
             return RouteDecision::Pass;
         };
@@ -35,7 +44,7 @@ impl Router for RouterV2 {
             None
         };
         RouteDecision::Forward(ForwardTo {
-            farm: Some(self.farm.clone()),
+            farm: Some(farm.clone()),
             path,
             set_headers: vec![("x-routed-by".into(), "test-router-v2".into())],
             ..ForwardTo::unchanged()
