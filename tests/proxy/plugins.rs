@@ -32,6 +32,8 @@ format = "off"
 [plugins]
 dir = {dir:?}
 failures_before_disable = 3
+# Generous: these tests are about decisions, not deadlines, and CI machines are busy.
+call_timeout = "2s"
 {extra}
 [[listeners]]
 name = "web"
@@ -114,7 +116,7 @@ async fn an_affinity_plugin_picks_the_member_and_a_passing_plugin_changes_nothin
     let config = simple_config(&refs, "", "").replace(
         "[[listeners]]",
         &format!(
-            "[plugins]\ndir = {:?}\n[plugins.config.b-fixed]\nsettings = {{ member = 2 }}\n[[listeners]]",
+            "[plugins]\ndir = {:?}\ncall_timeout = \"2s\"\n[plugins.config.b-fixed]\nsettings = {{ member = 2 }}\n[[listeners]]",
             dir.path().display().to_string()
         ),
     );
