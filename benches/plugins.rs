@@ -100,6 +100,21 @@ fn load(
     })
 }
 
+/// Runs `call` `iters` times inside one `block_on` and returns the time taken.
+fn timed<F, Fut, T>(rt: &tokio::runtime::Runtime, iters: u64, call: F) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            std::hint::black_box(call().await);
+        }
+        start.elapsed()
+    })
+}
+
 fn hook_calls(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -114,44 +129,28 @@ fn hook_calls(c: &mut Criterion) {
     let mut group = c.benchmark_group("hook_call");
     group.bench_function("router_cached_instance", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    std::hint::black_box(runtime.route(&router, &req).await.expect("route"));
-                }
-                start.elapsed()
+            timed(&rt, iters, || async {
+                runtime.route(&router, &req).await.expect("route")
             })
         })
     });
     group.bench_function("affinity_8_members_cached_instance", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    std::hint::black_box(
-                        runtime
-                            .choose(&affinity, &req, &members)
-                            .await
-                            .expect("choose"),
-                    );
-                }
-                start.elapsed()
+            timed(&rt, iters, || async {
+                runtime
+                    .choose(&affinity, &req, &members)
+                    .await
+                    .expect("choose")
             })
         })
     });
     group.bench_function("router_new_instance_per_call", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    std::hint::black_box(
-                        runtime
-                            .route_on_fresh_instance(&router, &req)
-                            .await
-                            .expect("route"),
-                    );
-                }
-                start.elapsed()
+            timed(&rt, iters, || async {
+                runtime
+                    .route_on_fresh_instance(&router, &req)
+                    .await
+                    .expect("route")
             })
         })
     });

@@ -13,6 +13,13 @@ pub fn header_lines(block: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|(n, v)| (n.trim(), v.trim()))
 }
 
+/// The first value of header `name` in a header block (names compare case-insensitively).
+pub fn find_header<'a>(block: &'a str, name: &str) -> Option<&'a str> {
+    header_lines(block)
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
 /// Appends one header to a header block.
 pub fn push_header(block: &mut String, name: &str, value: &str) {
     if !block.is_empty() {
@@ -31,9 +38,7 @@ impl Request {
 
     /// The first value of a header (names compare case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        find_header(&self.headers, name)
     }
 
     /// A cookie's value from the Cookie header(s).
@@ -63,10 +68,9 @@ impl Response {
         header_lines(&self.headers)
     }
 
+    /// The first value of a header (names compare case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        find_header(&self.headers, name)
     }
 }
 
