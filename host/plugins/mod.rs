@@ -77,8 +77,8 @@ pub struct Runtime {
     ticker_stop: Arc<AtomicBool>,
     /// Folder scans completed, so callers can wait for a change to be looked at.
     scans: AtomicU64,
-    /// Files whose latest content was refused, with the reason (for logs and the admin API).
-    rejected: std::sync::Mutex<Vec<(String, String)>>,
+    /// Files whose latest content was refused: (file, reason, plugin name, content hash).
+    rejected: std::sync::Mutex<Vec<(String, String, String, String)>>,
     live: Arc<Live>,
 }
 
@@ -373,7 +373,7 @@ impl Runtime {
             }
         }
         let component =
-            Component::new(&self.engine, bytes).map_err(|e| format!("does not compile: {e:#}"))?;
+            Component::new(&self.engine, bytes).map_err(|e| compile_error(bytes, &e))?;
         if let Some(p) = &path {
             match component.serialize() {
                 Ok(code) => cache::store(p, &code),
@@ -408,10 +408,25 @@ impl Runtime {
 
     /// Files whose current content was refused, and why.
     pub fn rejected(&self) -> Vec<(String, String)> {
-        self.rejected.lock().map(|r| r.clone()).unwrap_or_default()
+        self.rejected
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .map(|(f, why, _, _)| (f.clone(), why.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
-    fn scan_done(&self, rejected: Vec<(String, String)>) {
+    /// The reason the plugin `name` with content `hash` was refused, if it was.
+    fn rejected_for(&self, name: &str, hash: &str) -> Option<(String, String)> {
+        let r = self.rejected.lock().ok()?;
+        r.iter()
+            .find(|(_, _, n, h)| n == name && h == hash && !h.is_empty())
+            .map(|(f, why, _, _)| (f.clone(), why.clone()))
+    }
+
+    fn scan_done(&self, rejected: Vec<(String, String, String, String)>) {
         if let Ok(mut r) = self.rejected.lock() {
             *r = rejected;
         }
@@ -725,6 +740,22 @@ fn put_cached(plugin: &Arc<Plugin>, instance: Instance) {
             }),
         }
     });
+}
+
+/// Why bytes are not a usable component, in words a plugin author can act on.
+fn compile_error(bytes: &[u8], e: &wasmtime::Error) -> String {
+    if !bytes.starts_with(b"\0asm") {
+        return "is not a WebAssembly file (no \\0asm header)".into();
+    }
+    // Bytes 4..8: version and layer; layer 0 is a core module, 1 a component.
+    if bytes.len() >= 8 && bytes[6..8] == [0, 0] {
+        return "is a core WebAssembly module, not a component; build it for wasm32-wasip2".into();
+    }
+    let text = e.to_string();
+    format!(
+        "does not compile: {}",
+        text.lines().next().unwrap_or("invalid component")
+    )
 }
 
 /// A one-line reason for a failed call: the trap kind when there is one.

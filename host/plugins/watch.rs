@@ -30,7 +30,10 @@ pub async fn watch_folder(
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Reading the files (as the rescan does) raises access events; only changes count.
+        if let Ok(e) = event
+            && !matches!(e.kind, notify::EventKind::Access(_))
+        {
             let _ = tx.send(());
         }
     })
@@ -81,6 +84,8 @@ fn rescan_blocking(runtime: &Runtime, dir: &Path) {
             runtime.scan_done(vec![(
                 dir.display().to_string(),
                 format!("cannot read the folder: {e}"),
+                String::new(),
+                String::new(),
             )]);
             return;
         }
@@ -95,7 +100,12 @@ fn rescan_blocking(runtime: &Runtime, dir: &Path) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(file = %path.display(), error = %e, "cannot read plugin file");
-                rejected.push((path.display().to_string(), format!("cannot read: {e}")));
+                rejected.push((
+                    path.display().to_string(),
+                    format!("cannot read: {e}"),
+                    name.clone(),
+                    String::new(),
+                ));
                 next.extend(old.cloned());
                 continue;
             }
@@ -107,7 +117,13 @@ fn rescan_blocking(runtime: &Runtime, dir: &Path) {
             next.push(Arc::clone(old));
             continue;
         }
-        match runtime.load(name, path, &bytes, hash) {
+        // The same bytes were refused before: say nothing new, keep what is loaded.
+        if let Some((_, reason)) = runtime.rejected_for(name, &hash) {
+            rejected.push((path.display().to_string(), reason, name.clone(), hash));
+            next.extend(old.cloned());
+            continue;
+        }
+        match runtime.load(name, path, &bytes, hash.clone()) {
             Ok(plugin) => {
                 tracing::info!(
                     plugin = %plugin.name, version = %plugin.short_hash(), hooks = ?plugin.hooks,
@@ -121,7 +137,7 @@ fn rescan_blocking(runtime: &Runtime, dir: &Path) {
                     file = %path.display(), reason = %reason,
                     kept = old.map(|o| o.short_hash().to_string()), "plugin rejected; the previous version (if any) stays"
                 );
-                rejected.push((path.display().to_string(), reason));
+                rejected.push((path.display().to_string(), reason, name.clone(), hash));
                 next.extend(old.cloned());
             }
         }
