@@ -420,3 +420,17 @@ async fn plugins_see_no_environment_unless_granted() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_decision_naming_an_unknown_farm_is_a_counted_failure() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    drop_plugin(dir.path(), "router", &guest("test-router-v2"));
+    let extra = "[plugins.config.router]\nsettings = { farm = \"no-such-farm\" }";
+    let proxy = Proxy::start(&two_farm_config(&a, &b, dir.path(), extra)).await;
+    let mut client = Client::connect(proxy.addr).await;
+    // Fail-open: the rule's own farm serves it.
+    assert_eq!(served_by(&mut client, "/v2/x").await, "a");
+    let plugin = runtime(&proxy).plugins().plugins[0].clone();
+    assert_eq!(plugin.stats.failures.load(Ordering::Relaxed), 1);
+}
