@@ -145,6 +145,7 @@ pub async fn start_with_listeners(
                     source,
                 })?;
             background.push(watcher);
+            warn_missing_plugins(&config, &runtime);
             Some(runtime)
         }
     };
@@ -268,5 +269,39 @@ async fn accept_loop(
         .is_err()
     {
         tracing::warn!(?grace, "grace period over; closing remaining connections");
+    }
+}
+
+/// Names in rule and farm bindings that no file in the plugin folder provides: they are skipped
+/// until such a file arrives, which is worth a warning at start.
+fn warn_missing_plugins(config: &Config, runtime: &Runtime) {
+    use crate::config::Binding;
+    let loaded = runtime.plugins();
+    let bindings = config
+        .rules
+        .iter()
+        .flat_map(|r| {
+            [
+                (&r.name, "router", &r.router),
+                (&r.name, "link_translation", &r.link_translation),
+            ]
+        })
+        .chain(config.farms.iter().flat_map(|f| {
+            [
+                (&f.name, "affinity", &f.affinity),
+                (&f.name, "health_evaluation", &f.health_evaluation),
+            ]
+        }));
+    for (owner, hook, binding) in bindings {
+        if let Binding::Named(names) = binding {
+            for name in names {
+                if !loaded.plugins.iter().any(|p| &p.name == name) {
+                    tracing::warn!(
+                        owner = %owner, hook, plugin = %name,
+                        "bound plugin is not in the plugin folder; it is skipped until {name}.wasm arrives"
+                    );
+                }
+            }
+        }
     }
 }

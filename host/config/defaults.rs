@@ -51,6 +51,10 @@ pub const MEMBER_WEIGHT: u32 = 1;
 /// Longest a single plugin call may run before it is interrupted (epoch deadline).
 pub const PLUGIN_CALL_TIMEOUT: Duration = Duration::from_millis(10);
 
+/// The longest call deadline the config accepts: a policy decision on the request path that
+/// needs more than this is a bug, and the epoch ticker's idle logic relies on the bound.
+pub const PLUGIN_CALL_TIMEOUT_MAX: Duration = Duration::from_secs(10);
+
 /// Linear memory one plugin instance may grow to.
 pub const PLUGIN_MEMORY_LIMIT_MB: u32 = 32;
 

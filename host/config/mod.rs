@@ -654,6 +654,23 @@ impl Validator<'_> {
             Some(m) => *m.get_ref(),
             None => defaults::PLUGIN_MEMORY_LIMIT_MB,
         };
+        let call_timeout = match &raw.call_timeout {
+            Some(t)
+                if t.get_ref().0 < Duration::from_millis(1)
+                    || t.get_ref().0 > defaults::PLUGIN_CALL_TIMEOUT_MAX =>
+            {
+                return Err(self.source.error(
+                    t,
+                    "plugins.call_timeout",
+                    format!(
+                        "must be between 1ms and {:?}",
+                        defaults::PLUGIN_CALL_TIMEOUT_MAX
+                    ),
+                ));
+            }
+            Some(t) => t.get_ref().0,
+            None => defaults::PLUGIN_CALL_TIMEOUT,
+        };
         let mut config = HashMap::new();
         for (name, c) in raw.config {
             let mut read_only_dirs = Vec::new();
@@ -685,10 +702,7 @@ impl Validator<'_> {
         }
         Ok(PluginSettings {
             dir,
-            call_timeout: raw
-                .call_timeout
-                .map(|d| d.0)
-                .unwrap_or(defaults::PLUGIN_CALL_TIMEOUT),
+            call_timeout,
             memory_limit_bytes: memory_limit_mb as usize * 1024 * 1024,
             failures_before_disable: raw
                 .failures_before_disable
@@ -883,6 +897,19 @@ farm = "f"
         let e = err(&format!("[hosts]\n\"web1\" = \"not-an-ip\"\n{MINIMAL}"));
         assert_eq!(e.line, 2);
         assert!(e.message.contains("not an IP address"), "{e}");
+    }
+
+    #[test]
+    fn plugin_call_timeout_is_bounded() {
+        let e = err(&format!("[plugins]\ncall_timeout = \"1m\"\n{MINIMAL}"));
+        assert_eq!((e.line, e.key.as_str()), (2, "plugins.call_timeout"));
+        assert!(e.message.contains("between 1ms and 10s"), "{e}");
+        let c = Config::parse(
+            &format!("[plugins]\ncall_timeout = \"250ms\"\n{MINIMAL}"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.plugins.call_timeout, Duration::from_millis(250));
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub struct RawConfig {
 pub struct RawPlugins {
     /// The watched folder; relative paths are relative to the config file's directory.
     pub dir: Option<String>,
-    pub call_timeout: Option<Dur>,
+    pub call_timeout: Option<Spanned<Dur>>,
     pub memory_limit_mb: Option<Spanned<u32>>,
     pub failures_before_disable: Option<u32>,
     /// Where compiled plugin code is kept between runs; relative to the config file's directory.

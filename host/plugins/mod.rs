@@ -63,6 +63,10 @@ pub const CONTRACT_VERSION: &str = "0.1.0";
 /// How often the epoch advances; call deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// How long the epoch keeps advancing after the last plugin is unloaded; longer than
+/// [`crate::config::defaults::PLUGIN_CALL_TIMEOUT_MAX`], the longest call the config allows.
+const TICKER_LINGER: Duration = Duration::from_secs(30);
+
 /// First disable period of a plugin that keeps failing; doubled each time, up to the maximum.
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -74,7 +78,7 @@ pub struct Runtime {
     settings: ArcSwap<PluginSettings>,
     set: ArcSwap<PluginSet>,
     started: Instant,
-    ticker_stop: Arc<AtomicBool>,
+    ticker: Arc<Ticker>,
     /// Folder scans completed, so callers can wait for a change to be looked at.
     scans: AtomicU64,
     /// Files whose latest content was refused: (file, reason, plugin name, content hash).
@@ -168,6 +172,67 @@ impl std::fmt::Display for PluginFailure {
             "plugin {} ({}) {} hook: {}",
             self.plugin, self.version, self.hook, self.reason
         )
+    }
+}
+
+/// The thread that advances the engine's epoch every [`EPOCH_TICK`] while plugins may run, and
+/// sleeps while the folder is empty (an idle proxy should not wake a thousand times a second).
+struct Ticker {
+    stop: AtomicBool,
+    active: AtomicBool,
+    thread: std::thread::Thread,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> Result<Arc<Ticker>, RuntimeError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<Ticker>>();
+        let handle = std::thread::Builder::new()
+            .name("farmgate-epoch".into())
+            .spawn(move || {
+                let Ok(ticker) = rx.recv() else { return };
+                let mut last_active = Instant::now();
+                while !ticker.stop.load(Ordering::Relaxed) {
+                    if ticker.active.load(Ordering::Relaxed) {
+                        last_active = Instant::now();
+                    }
+                    // Calls still running on a just-removed plugin keep their deadline: the
+                    // ticker parks only after a quiet spell far longer than any call may take.
+                    if last_active.elapsed() < TICKER_LINGER {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    } else {
+                        std::thread::park_timeout(Duration::from_secs(1));
+                    }
+                }
+            })
+            .map_err(|e| RuntimeError(format!("cannot start the epoch ticker: {e}")))?;
+        let ticker = Arc::new(Ticker {
+            stop: AtomicBool::new(false),
+            active: AtomicBool::new(false),
+            thread: handle.thread().clone(),
+        });
+        tx.send(Arc::clone(&ticker))
+            .map_err(|_| RuntimeError("the epoch ticker ended at start".into()))?;
+        Ok(ticker)
+    }
+
+    fn set_active(&self, active: bool) {
+        let was = self.active.swap(active, Ordering::Relaxed);
+        if active && !was {
+            self.thread.unpark();
+        }
+    }
+
+    /// Called before every plugin call: cheap when already ticking.
+    fn ensure_active(&self) {
+        if !self.active.load(Ordering::Relaxed) {
+            self.set_active(true);
+        }
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.unpark();
     }
 }
 
@@ -265,27 +330,14 @@ impl Runtime {
             .map_err(|e| RuntimeError(format!("cannot link WASI: {e}")))?;
         bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(|e| RuntimeError(format!("cannot link the host interface: {e}")))?;
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        {
-            let engine = engine.clone();
-            let stop = Arc::clone(&ticker_stop);
-            std::thread::Builder::new()
-                .name("farmgate-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
-                    }
-                })
-                .map_err(|e| RuntimeError(format!("cannot start the epoch ticker: {e}")))?;
-        }
+        let ticker = Ticker::start(engine.clone())?;
         Ok(Arc::new(Runtime {
             engine,
             linker,
             settings: ArcSwap::from_pointee(settings),
             set: ArcSwap::from_pointee(PluginSet::default()),
             started: Instant::now(),
-            ticker_stop,
+            ticker,
             scans: AtomicU64::new(0),
             rejected: std::sync::Mutex::new(Vec::new()),
             live: Arc::new(Live::default()),
@@ -301,6 +353,7 @@ impl Runtime {
     }
 
     /// Compiles, checks and smoke-tests one plugin file. Blocking: call from a blocking thread.
+    /// The smoke test runs under a deadline, so the epoch ticker starts if it was idle.
     pub fn load(
         &self,
         name: &str,
@@ -308,6 +361,7 @@ impl Runtime {
         bytes: &[u8],
         hash: String,
     ) -> Result<Arc<Plugin>, String> {
+        self.ticker.set_active(true);
         let settings = self.settings.load();
         let component = self.compile(bytes, &hash)?;
         check_contract(&self.engine, &component)?;
@@ -393,6 +447,7 @@ impl Runtime {
 
     /// Replaces the plugin set (the watcher's job).
     pub fn install(&self, set: PluginSet) {
+        self.ticker.set_active(!set.plugins.is_empty());
         self.set.store(Arc::new(set));
     }
 
@@ -572,6 +627,7 @@ impl Runtime {
         plugin: &Arc<Plugin>,
         hook: &'static str,
     ) -> Result<Instance, PluginFailure> {
+        self.ticker.ensure_active();
         plugin.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut instance = match take_cached(plugin) {
             Some(i) => i,
@@ -649,7 +705,7 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
+        self.ticker.stop();
     }
 }
 
