@@ -1,6 +1,7 @@
 //! Criterion benches of the plugin runtime: time added per hook call (router with a realistic
-//! 15-header request, affinity with 8 members), cached instances against a new instance per
-//! call, and the cost of loading (compile + pre-instantiate + smoke test) a plugin.
+//! 15-header request, affinity with 8 members), member choice by the built-in balance plugin per
+//! algorithm with 8 and 64 members, cached instances against a new instance per call, and the
+//! cost of loading (compile + pre-instantiate + smoke test) a plugin.
 //!
 //! Calls are timed in batches inside one `block_on`, so the executor's entry cost is not counted.
 
@@ -71,9 +72,11 @@ fn farm(members: u32) -> FarmView {
                 latency_ewma_us: 800 + u64::from(id) * 10,
                 requests: 1000,
                 failures: 0,
+                bytes: 1_000_000 + u64::from(id) * 4096,
             })
             .collect(),
         sticky_member: None,
+        sequence: 0,
     }
 }
 
@@ -157,6 +160,80 @@ fn hook_calls(c: &mut Criterion) {
     group.finish();
 }
 
+/// Member choice by the built-in balance plugin, per algorithm, with 8 and 64 members.
+fn member_choice(c: &mut Criterion) {
+    use farmgate::config::PluginConfig;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let runtime = Runtime::new(PluginSettings::default()).expect("plugin runtime");
+    let req = request();
+    let policies = [
+        ("least-current-request", "{}"),
+        ("round-robin", r#"{"balance": "round-robin"}"#),
+        (
+            "weighted-total-traffic",
+            r#"{"balance": "weighted-total-traffic"}"#,
+        ),
+        (
+            "least-response-time",
+            r#"{"balance": "least-response-time"}"#,
+        ),
+        ("random", r#"{"balance": "random"}"#),
+        (
+            "power-of-two-choices",
+            r#"{"balance": "power-of-two-choices"}"#,
+        ),
+        ("hash-url", r#"{"balance": "hash", "hash_on": "url"}"#),
+        ("cookie-affinity", r#"{"affinity": "cookie"}"#),
+        ("client-ip-affinity", r#"{"affinity": "client-ip"}"#),
+    ];
+    let mut group = c.benchmark_group("member_choice");
+    for (name, farm_settings) in policies {
+        let config = PluginConfig {
+            settings_json: format!(r#"{{"farms": {{"web": {farm_settings}}}}}"#),
+            ..PluginConfig::default()
+        };
+        let plugin = {
+            let runtime = Arc::clone(&runtime);
+            let b = farmgate::builtin::BALANCE;
+            rt.block_on(async move {
+                tokio::task::spawn_blocking(move || {
+                    runtime.load_with(
+                        b.name,
+                        Path::new("bench.wasm"),
+                        b.wasm,
+                        format!("bench-{name}"),
+                        config,
+                    )
+                })
+                .await
+                .expect("join")
+                .expect("built-in loads")
+            })
+        };
+        for members in [8u32, 64] {
+            let mut view = farm(members);
+            if name == "cookie-affinity" {
+                view.sticky_member = Some(members / 2);
+            }
+            group.bench_with_input(
+                criterion::BenchmarkId::new(name, members),
+                &view,
+                |b, view| {
+                    b.iter_custom(|iters| {
+                        timed(&rt, iters, || async {
+                            runtime.choose(&plugin, &req, view).await.expect("choose")
+                        })
+                    })
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
 fn loading(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -174,5 +251,5 @@ fn loading(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hook_calls, loading);
+criterion_group!(benches, hook_calls, member_choice, loading);
 criterion_main!(benches);

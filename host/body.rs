@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use crate::access_log::AccessRecord;
 use crate::farm::InFlight;
 use crate::pool::Pooled;
+use crate::translate::BodyTranslator;
 
 /// A request body sent to a member: the client's own, streamed, or none.
 #[derive(Debug)]
@@ -63,6 +64,12 @@ pub struct Completion {
 
 impl Completion {
     fn finish(&mut self, complete: bool, bytes: u64) {
+        if let Some(g) = &self.in_flight {
+            g.member()
+                .stats
+                .bytes
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(p) = self.pooled.take()
             && complete
         {
@@ -81,8 +88,18 @@ impl Completion {
 
 enum Inner {
     Upstream(Incoming),
+    /// A member's body rewritten by link translation on its way through.
+    Translated {
+        body: Incoming,
+        translator: Box<BodyTranslator>,
+        ended: bool,
+    },
     Full(Option<Bytes>),
 }
+
+/// Errors of a body on its way to the client: the member's connection failed, or a body being
+/// translated could not be decoded.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body to the client.
 pub struct ProxyBody {
@@ -106,6 +123,27 @@ impl ProxyBody {
             b.completion.finish(true, 0);
         }
         b
+    }
+
+    /// A member's body passed through link translation; its length changes, so it is sent
+    /// without a Content-Length. Trailers are dropped (they would describe the original body).
+    pub fn translated(
+        body: Incoming,
+        translator: BodyTranslator,
+        completion: Completion,
+    ) -> ProxyBody {
+        // Not ended even when the member's body is empty: what the encoder adds at the end (an
+        // empty gzip stream's header and trailer) must still go out.
+        ProxyBody {
+            inner: Inner::Translated {
+                body,
+                translator: Box::new(translator),
+                ended: false,
+            },
+            completion,
+            bytes: 0,
+            done: false,
+        }
     }
 
     pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
@@ -136,17 +174,64 @@ impl ProxyBody {
     }
 }
 
+/// The next frame of a translated body: upstream data pushed through the translator until it
+/// yields bytes; at the upstream's end, what the translator still holds.
+fn poll_translated(
+    body: &mut Incoming,
+    translator: &mut BodyTranslator,
+    ended: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    loop {
+        if *ended {
+            return Poll::Ready(None);
+        }
+        let out = match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => translator.push(data),
+                // Trailers: the body is over.
+                Err(_) => {
+                    *ended = true;
+                    translator.finish()
+                }
+            },
+            Poll::Ready(None) => {
+                *ended = true;
+                translator.finish()
+            }
+        };
+        match out {
+            Ok(out) if out.is_empty() => continue,
+            Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+            Err(e) => {
+                *ended = true;
+                tracing::warn!(error = %e, "a translated response body could not be decoded; the response is cut short");
+                return Poll::Ready(Some(Err(Box::new(e))));
+            }
+        }
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
-            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Inner::Upstream(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+            Inner::Translated {
+                body,
+                translator,
+                ended,
+            } => poll_translated(body, translator, ended, cx),
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         };
         match &polled {
@@ -168,6 +253,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Translated { ended, .. } => *ended,
             Inner::Full(b) => b.is_none(),
         }
     }
@@ -175,6 +261,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Upstream(b) => b.size_hint(),
+            Inner::Translated { .. } => SizeHint::default(),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

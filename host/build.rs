@@ -1,6 +1,7 @@
-//! Builds the wasm guests in `plugins/` (a cargo workspace of its own) for `wasm32-wasip2`, once
-//! per build, into OUT_DIR with their own target directory, and tells the crate where they are:
-//! `FARMGATE_GUEST_DIR` names the directory holding `<crate_name>.wasm` for each guest.
+//! Builds the wasm guests in `plugins/` (the built-in and test plugins) and `examples/` (two cargo
+//! workspaces of their own) for `wasm32-wasip2`, once per build, into OUT_DIR with their own
+//! target directory, and tells the crate where they are: `FARMGATE_GUEST_DIR` names the directory
+//! holding `<crate_name>.wasm` for each guest. The built-ins are embedded from there.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,19 +10,27 @@ fn main() {
     let root =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let plugins = root.join("plugins");
-    let manifest = plugins.join("Cargo.toml");
     let target_dir = out.join("guests");
     let guest_dir = target_dir.join("wasm32-wasip2").join("release");
     println!("cargo:rustc-env=FARMGATE_GUEST_DIR={}", guest_dir.display());
     println!("cargo:rerun-if-changed=host/build.rs");
     watch(&root.join("sdk"));
-    if !manifest.exists() {
-        std::fs::create_dir_all(&guest_dir).expect("create guest dir");
-        return;
+    std::fs::create_dir_all(&guest_dir).expect("create guest dir");
+    // The built-in and test plugins, then the examples: two workspaces, one target directory,
+    // so the SDK and its dependencies are compiled once for both.
+    for workspace in ["plugins", "examples"] {
+        let dir = root.join(workspace);
+        let manifest = dir.join("Cargo.toml");
+        if !manifest.exists() {
+            continue;
+        }
+        watch(&dir);
+        build_guests(&manifest, &target_dir, workspace);
     }
-    watch(&plugins);
+}
 
+/// Builds one guest workspace for wasm32-wasip2 in release.
+fn build_guests(manifest: &Path, target_dir: &Path, what: &str) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args([
@@ -31,9 +40,9 @@ fn main() {
         "wasm32-wasip2",
         "--manifest-path",
     ])
-    .arg(&manifest)
+    .arg(manifest)
     .arg("--target-dir")
-    .arg(&target_dir);
+    .arg(target_dir);
     // The outer build's settings are for the host target, not for the guests.
     for var in [
         "RUSTFLAGS",
@@ -48,7 +57,7 @@ fn main() {
     let status = cmd.status().expect("run cargo to build the wasm guests");
     if !status.success() {
         panic!(
-            "building the wasm guests in plugins/ failed. If the error above says the \
+            "building the wasm guests in {what}/ failed. If the error above says the \
              wasm32-wasip2 target is missing, run `.ci/setup` (it runs `rustup target add wasm32-wasip2`)."
         );
     }

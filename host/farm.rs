@@ -69,6 +69,8 @@ pub struct MemberStats {
     pub failures: AtomicU64,
     /// Exponentially weighted moving average of time to response headers, in microseconds.
     pub latency_ewma_us: AtomicU64,
+    /// Body bytes to and from the member (requests by their Content-Length).
+    pub bytes: AtomicU64,
 }
 
 impl Member {
@@ -162,6 +164,8 @@ pub struct Farm {
     pub members: Vec<Arc<Member>>,
     /// Where the search for the least busy member starts, so ties rotate.
     cursor: AtomicUsize,
+    /// Member choices asked of the affinity chain so far: what round-robin policies rotate by.
+    pub sequence: AtomicU64,
 }
 
 /// Why a farm cannot take a request; becomes the body of the 503.
@@ -226,6 +230,7 @@ impl Farm {
                 })
                 .collect(),
             cursor: AtomicUsize::new(0),
+            sequence: AtomicU64::new(0),
         }
     }
 
@@ -309,6 +314,15 @@ mod tests {
                 .collect(),
             affinity: crate::config::Binding::Folder,
             health_evaluation: crate::config::Binding::Folder,
+            balance: None,
+            hash_on: None,
+            affinity_mode: "none".into(),
+            affinity_cookie: "c".into(),
+            health: crate::config::HealthSettings {
+                statuses: "200-399".into(),
+                content_match: None,
+                response_time_threshold: Duration::from_secs(5),
+            },
         });
         for m in &f.members {
             m.set_addrs(vec![SocketAddr::from(([127, 0, 0, 1], m.port))]);

@@ -4,6 +4,8 @@
 
 use std::net::IpAddr;
 
+use crate::config::IpNet;
+
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -75,6 +77,42 @@ pub struct Forwarding<'a> {
     pub proto: &'static str,
     /// The Host the client asked for, before it is rewritten.
     pub host: Option<&'a HeaderValue>,
+}
+
+/// The client's address as policies see it: the connection's peer, unless the peer is a trusted
+/// proxy, in which case X-Forwarded-For is read from the right, past every trusted proxy, to the
+/// first address that is not one (what the last trusted hop saw). Entries that are not addresses
+/// end the walk at the last trusted address, so a forged list cannot name an arbitrary client
+/// through an untrusted hop.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if trusted.is_empty() || !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let lists: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    for entry in lists.iter().rev().flat_map(|l| l.rsplit(',')) {
+        let Some(ip) = parse_forwarded_addr(entry.trim()) else {
+            return client;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            return ip;
+        }
+    }
+    client
+}
+
+/// An X-Forwarded-For entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:80`.
+fn parse_forwarded_addr(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
 }
 
 /// Appends the client to X-Forwarded-For and `Forwarded`, and sets X-Forwarded-Proto and
@@ -254,5 +292,32 @@ mod tests {
         let mut h = HeaderMap::new();
         Via::new("edge").append(&mut h, Version::HTTP_10);
         assert_eq!(h["via"], "1.0 edge");
+    }
+
+    #[test]
+    fn client_ip_trusts_forwarded_for_only_from_trusted_peers() {
+        let trusted = vec![
+            IpNet::parse("10.0.0.0/8").unwrap(),
+            IpNet::parse("127.0.0.1").unwrap(),
+        ];
+        let mut h = HeaderMap::new();
+        h.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("203.0.113.9, 10.1.1.1"),
+        );
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let stranger: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(client_ip(peer, &h, &trusted).to_string(), "203.0.113.9");
+        assert_eq!(client_ip(stranger, &h, &trusted), stranger);
+        assert_eq!(client_ip(peer, &h, &[]), peer);
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("junk, 10.2.2.2"));
+        assert_eq!(client_ip(peer, &h, &trusted).to_string(), "10.2.2.2");
+        h.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("[2001:db8::1]:443"),
+        );
+        assert_eq!(client_ip(peer, &h, &trusted).to_string(), "2001:db8::1");
+        h.remove(X_FORWARDED_FOR);
+        assert_eq!(client_ip(peer, &h, &trusted), peer);
     }
 }

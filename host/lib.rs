@@ -4,7 +4,9 @@
 //! owns one concern and says at its top what it must not do; `ARCHITECTURE.md` has the map.
 
 pub mod access_log;
+pub mod affinity;
 pub mod body;
+pub mod builtin;
 pub mod config;
 pub mod error;
 pub mod farm;
@@ -19,6 +21,7 @@ pub mod routing;
 pub mod sample;
 pub mod server;
 pub mod telemetry;
+pub mod translate;
 
 pub use config::{Config, ConfigError};
 pub use server::{Running, StartError, start};

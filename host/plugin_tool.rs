@@ -455,6 +455,7 @@ pub struct TestFarm {
     pub name: String,
     pub members: Vec<TestMember>,
     pub sticky_member: Option<u32>,
+    pub sequence: u64,
 }
 
 impl Default for TestFarm {
@@ -463,6 +464,7 @@ impl Default for TestFarm {
             name: "web".into(),
             members: vec![TestMember::default()],
             sticky_member: None,
+            sequence: 0,
         }
     }
 }
@@ -478,6 +480,7 @@ pub struct TestMember {
     pub latency_ewma_us: u64,
     pub requests: u64,
     pub failures: u64,
+    pub bytes: u64,
 }
 
 impl Default for TestMember {
@@ -490,6 +493,7 @@ impl Default for TestMember {
             latency_ewma_us: 0,
             requests: 0,
             failures: 0,
+            bytes: 0,
         }
     }
 }
@@ -626,11 +630,13 @@ fn farm_view(f: &TestFarm) -> Result<FarmView, String> {
             latency_ewma_us: m.latency_ewma_us,
             requests: m.requests,
             failures: m.failures,
+            bytes: m.bytes,
         });
     }
     Ok(FarmView {
         name: f.name.clone(),
         members,
         sticky_member: f.sticky_member,
+        sequence: f.sequence,
     })
 }

@@ -14,11 +14,12 @@ use http::request::Parts;
 use http::{Response, StatusCode, Uri, header};
 
 use crate::body::ProxyBody;
+use crate::config::RuleConfig;
 use crate::error::ProxyError;
 use crate::farm::{Farm, Member, MemberState};
 use crate::plugins::{
     AffinityDecision, FarmView, MemberStateView, MemberView, Plugin, PluginFailure, RequestView,
-    RouteDecision, Runtime,
+    ResponseView, RouteDecision, Runtime, Translation, TranslationDecision,
 };
 use crate::proxy::{ConnInfo, Generation};
 
@@ -56,9 +57,37 @@ pub fn request_view(
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(str::to_string),
         headers: header_block(&parts.headers),
-        client_addr: conn.client.ip().to_string(),
+        client_addr: crate::headers::client_ip(
+            conn.client.ip(),
+            &parts.headers,
+            &generation.config.proxy.trusted_proxies,
+        )
+        .to_string(),
         listener: generation.config.listeners[conn.listener].name.clone(),
         rule: generation.config.rules[rule].name.clone(),
+    }
+}
+
+/// A member's response as link-translation plugins see it. `public_host` is the Host the client
+/// asked for; the internal name is the rule's internal site name (empty when it has none).
+pub fn response_view(
+    parts: &http::response::Parts,
+    rule: &RuleConfig,
+    public_host: &str,
+    scheme: &str,
+) -> ResponseView {
+    ResponseView {
+        rule: rule.name.clone(),
+        public_name: public_host.to_string(),
+        internal_name: rule.internal_site_name.clone().unwrap_or_default(),
+        public_scheme: scheme.to_string(),
+        status: parts.status.as_u16(),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        headers: header_block(&parts.headers),
     }
 }
 
@@ -78,8 +107,10 @@ pub fn header_block(headers: &http::HeaderMap) -> String {
     block
 }
 
-/// The farm as affinity plugins see it: members by index, with their live figures.
-pub fn farm_view(farm: &Farm) -> FarmView {
+/// The farm as affinity plugins see it: members by index, with their live figures; `sticky` is
+/// the member the client's genuine affinity cookie names. Each view takes the next number of the
+/// farm's choice sequence.
+pub fn farm_view(farm: &Farm, sticky: Option<u32>) -> FarmView {
     FarmView {
         name: farm.name.clone(),
         members: farm
@@ -101,9 +132,11 @@ pub fn farm_view(farm: &Farm) -> FarmView {
                 latency_ewma_us: m.stats.latency_ewma_us.load(Ordering::Relaxed),
                 requests: m.stats.requests.load(Ordering::Relaxed),
                 failures: m.stats.failures.load(Ordering::Relaxed),
+                bytes: m.stats.bytes.load(Ordering::Relaxed),
             })
             .collect(),
-        sticky_member: None,
+        sticky_member: sticky,
+        sequence: farm.sequence.fetch_add(1, Ordering::Relaxed),
     }
 }
 
@@ -136,28 +169,62 @@ pub async fn route(
     Ok(None)
 }
 
+/// A member an affinity plugin chose, and whether the client is to be pinned to it.
+pub struct Chosen {
+    pub member: Arc<Member>,
+    pub index: usize,
+    pub stick: bool,
+}
+
 /// Asks the affinity chain for a member. `Ok(None)`: every plugin passed (or chose a member that
-/// cannot take requests now), so the built-in balancing decides.
+/// cannot take requests now), so the host's own least-current-request choice decides.
 pub async fn choose(
     runtime: &Runtime,
     chain: &[Arc<Plugin>],
     view: &RequestView,
     farm: &Farm,
-) -> Result<Option<Arc<Member>>, ProxyError> {
-    let farm_view = farm_view(farm);
+    sticky: Option<u32>,
+) -> Result<Option<Chosen>, ProxyError> {
+    let farm_view = farm_view(farm, sticky);
     for plugin in chain {
         match runtime.choose(plugin, view, &farm_view).await {
             Ok(AffinityDecision::Pass) => {}
             Ok(AffinityDecision::Member(choice)) => {
-                let member = &farm.members[choice.id as usize];
+                let index = choice.id as usize;
+                let member = &farm.members[index];
                 let usable = matches!(member.state(), MemberState::Active | MemberState::Draining)
                     && !member.addrs().is_empty();
                 if usable {
-                    return Ok(Some(Arc::clone(member)));
+                    return Ok(Some(Chosen {
+                        member: Arc::clone(member),
+                        index,
+                        stick: choice.stick,
+                    }));
                 }
                 tracing::debug!(plugin = %plugin.name, member = %member.name, state = member.state().as_str(), "affinity chose a member that cannot take requests; balancing instead");
                 return Ok(None);
             }
+            Err(f) => fail(f)?,
+        }
+    }
+    Ok(None)
+}
+
+/// Asks the link-translation chain what to rewrite in a response. `Ok(None)`: nothing.
+pub async fn translation(
+    runtime: &Runtime,
+    chain: &[Arc<Plugin>],
+    view: &ResponseView,
+) -> Result<Option<Translation>, ProxyError> {
+    for plugin in chain {
+        match runtime.decide_translation(plugin, view).await {
+            Ok(TranslationDecision::Pass) => {}
+            Ok(TranslationDecision::Translate(t)) => return Ok(Some(t)),
+            Ok(TranslationDecision::Transform) => fail(runtime.invalid(
+                plugin,
+                "link-translation",
+                "asked to transform the body itself, which this farmgate does not offer yet; decide `translate` with mappings instead".into(),
+            ))?,
             Err(f) => fail(f)?,
         }
     }

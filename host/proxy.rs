@@ -18,15 +18,17 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::access_log::{AccessLog, AccessRecord};
+use crate::affinity::AffinityCookie;
 use crate::body::{Completion, ProxyBody, ReqBody};
 use crate::config::{Config, RuleConfig};
 use crate::error::ProxyError;
 use crate::farm::{Farm, Member};
 use crate::headers::{self, Forwarding};
-use crate::plugins::{Hook, Runtime};
+use crate::plugins::{Hook, Runtime, Translation};
 use crate::policy;
 use crate::pool::{ConnectError, Pool, Pooled};
 use crate::routing::RouteTable;
+use crate::translate::{self, BodyTranslator, Coding, Mappings};
 
 /// Everything built from one config: immutable, swapped whole on reload.
 pub struct Generation {
@@ -37,6 +39,13 @@ pub struct Generation {
     rule_hosts: Vec<Option<HeaderValue>>,
     /// This proxy's `Via` entries.
     via: headers::Via,
+    /// Per farm, its affinity cookie (name, member tokens).
+    pub affinity: Vec<AffinityCookie>,
+    /// Per rule, whether the built-in plugins have anything to do for it: URL rewrite rules for
+    /// the router, something to map for link translation. Where they have not, they are not
+    /// asked (they would pass), which saves a plugin call per request.
+    builtin_router: Vec<bool>,
+    builtin_links: Vec<bool>,
 }
 
 impl Generation {
@@ -57,12 +66,32 @@ impl Generation {
             })
             .collect();
         let via = headers::Via::new(&config.proxy.via);
+        let affinity = config
+            .farms
+            .iter()
+            .map(|f| AffinityCookie::new(f, &config.proxy.affinity_key.bytes))
+            .collect();
+        let builtin_router = config
+            .rules
+            .iter()
+            .map(|r| !r.rewrites.is_empty())
+            .collect();
+        let builtin_links = config
+            .rules
+            .iter()
+            .map(|r| {
+                r.links.enabled && (r.internal_site_name.is_some() || !r.links.mappings.is_empty())
+            })
+            .collect();
         Generation {
             config,
             routes,
             farms,
             rule_hosts,
             via,
+            affinity,
+            builtin_router,
+            builtin_links,
         }
     }
 }
@@ -83,8 +112,8 @@ pub struct Proxy {
     generation: ArcSwap<Generation>,
     pub pool: Arc<Pool>,
     access_log: AccessLog,
-    /// The plugin runtime, when a plugin folder is configured.
-    pub plugins: Option<Arc<Runtime>>,
+    /// The plugin runtime: the built-in plugins, and those of the watched folder.
+    pub plugins: Arc<Runtime>,
 }
 
 /// How one attempt on one member ended without a response.
@@ -100,7 +129,7 @@ impl Proxy {
         generation: Generation,
         pool: Arc<Pool>,
         access_log: AccessLog,
-        plugins: Option<Arc<Runtime>>,
+        plugins: Arc<Runtime>,
     ) -> Proxy {
         Proxy {
             generation: ArcSwap::from_pointee(generation),
@@ -191,19 +220,18 @@ impl Proxy {
         span.record("rule", rule.name.as_str());
 
         // Router chain: may pick another farm, rewrite the head, or answer directly.
-        let runtime = self.plugins.as_deref();
-        let router_chain = runtime
-            .map(|r| r.chain(Hook::Router, &rule.router))
-            .unwrap_or_default();
+        let runtime = &*self.plugins;
+        let mut router_chain = runtime.chain(Hook::Router, &rule.router);
+        if generation.builtin_router[rule_idx] {
+            router_chain.extend(runtime.builtin(Hook::Router));
+        }
         let mut view = None;
         let mut rewrite = policy::Rewrite::default();
-        if let Some(rt) = runtime
-            && !router_chain.is_empty()
-        {
+        if !router_chain.is_empty() {
             let v = view.insert(policy::request_view(
                 &parts, conn, generation, rule_idx, host_str,
             ));
-            match policy::route(rt, &router_chain, v, generation).await? {
+            match policy::route(runtime, &router_chain, v, generation).await? {
                 None => {}
                 Some(policy::Routed::Forward(rw)) => rewrite = rw,
                 Some(policy::Routed::Respond(resp)) => {
@@ -225,14 +253,23 @@ impl Proxy {
             l.rule = Some(rule.name.clone());
             l.farm = Some(farm.name.clone());
         }
-        let affinity_chain = runtime
-            .map(|r| r.chain(Hook::Affinity, &generation.config.farms[farm_idx].affinity))
-            .unwrap_or_default();
+        let mut affinity_chain =
+            runtime.chain(Hook::Affinity, &generation.config.farms[farm_idx].affinity);
+        affinity_chain.extend(runtime.builtin(Hook::Affinity));
         if !affinity_chain.is_empty() && view.is_none() {
             view = Some(policy::request_view(
                 &parts, conn, generation, rule_idx, host_str,
             ));
         }
+        let cookie = &generation.affinity[farm_idx];
+        let sticky = cookie.member(&parts.headers);
+        let head_only = parts.method == Method::HEAD;
+        let request_bytes = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
 
         // Rewrite the request head.
         headers::remove_hop_by_hop(&mut parts.headers);
@@ -277,21 +314,26 @@ impl Proxy {
         let mut tried = 0u64;
         let mut retries_left = generation.config.proxy.connect_retries;
         loop {
-            // Affinity chain first (on the first attempt), then the built-in balancing.
-            let chosen = match (runtime, &view) {
-                (Some(rt), Some(v)) if tried == 0 && !affinity_chain.is_empty() => {
-                    policy::choose(rt, &affinity_chain, v, farm).await?
+            // Affinity chain first (on the first attempt), then the host's own balancing.
+            let chosen = match &view {
+                Some(v) if tried == 0 && !affinity_chain.is_empty() => {
+                    policy::choose(runtime, &affinity_chain, v, farm, sticky).await?
                 }
                 _ => None,
             };
-            let member = match chosen {
-                Some(m) => m,
-                None => farm
-                    .pick_least_current(tried)
-                    .map_err(|reason| ProxyError::NoMember {
-                        farm: farm.name.clone(),
-                        reason,
-                    })?,
+            let (member, pin) = match chosen {
+                Some(c) => {
+                    let pin = (c.stick && sticky != Some(c.index as u32)).then_some(c.index);
+                    (c.member, pin)
+                }
+                None => (
+                    farm.pick_least_current(tried)
+                        .map_err(|reason| ProxyError::NoMember {
+                            farm: farm.name.clone(),
+                            reason,
+                        })?,
+                    None,
+                ),
             };
             if per_member_host {
                 req.headers_mut()
@@ -303,11 +345,20 @@ impl Proxy {
                 Ok((resp, pooled)) => {
                     let upstream = sent_at.elapsed();
                     member.record_latency(upstream);
+                    member
+                        .stats
+                        .bytes
+                        .fetch_add(request_bytes, std::sync::atomic::Ordering::Relaxed);
                     span.record("member", member.name.as_str());
                     span.record("upstream_ms", upstream.as_secs_f64() * 1000.0);
                     let (mut parts, body) = resp.into_parts();
                     headers::remove_hop_by_hop(&mut parts.headers);
                     generation.via.append(&mut parts.headers, parts.version);
+                    if let Some(index) = pin
+                        && let Some(v) = cookie.set_cookie(index, conn.proto == "https")
+                    {
+                        parts.headers.append(header::SET_COOKIE, v);
+                    }
                     let mut log = log.take();
                     if let Some(l) = log.as_mut() {
                         l.status = parts.status.as_u16();
@@ -322,10 +373,23 @@ impl Proxy {
                         in_flight: Some(in_flight),
                         log,
                     };
-                    return Ok(Response::from_parts(
-                        parts,
-                        ProxyBody::upstream(body, completion),
-                    ));
+                    // Link translation: the chain decides what, the host rewrites.
+                    let mut links_chain =
+                        runtime.chain(Hook::LinkTranslation, &rule.link_translation);
+                    if generation.builtin_links[rule_idx] {
+                        links_chain.extend(runtime.builtin(Hook::LinkTranslation));
+                    }
+                    let translation = if links_chain.is_empty() {
+                        None
+                    } else {
+                        let view = policy::response_view(&parts, rule, host_str, conn.proto);
+                        policy::translation(runtime, &links_chain, &view).await?
+                    };
+                    let body = match translation {
+                        Some(t) => translate_response(t, &mut parts, body, head_only, completion),
+                        None => ProxyBody::upstream(body, completion),
+                    };
+                    return Ok(Response::from_parts(parts, body));
                 }
                 Err(AttemptError::Connect(e, back)) => {
                     member
@@ -428,6 +492,76 @@ impl Proxy {
             addr: SocketAddr::from(([0, 0, 0, 0], member.port)),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "member has no address"),
         }))
+    }
+}
+
+/// Applies a link-translation decision to a member's response: the named headers now, the body
+/// as it streams (decoded and re-encoded when compressed). Bodies that cannot be translated (an
+/// unknown or stacked content coding, a partial response) pass through untouched.
+fn translate_response(
+    t: Translation,
+    parts: &mut http::response::Parts,
+    body: Incoming,
+    head_only: bool,
+    completion: Completion,
+) -> ProxyBody {
+    let pairs: Vec<(String, String)> = t.mappings.into_iter().map(|m| (m.from, m.to)).collect();
+    let Some(mappings) = Mappings::new(&pairs) else {
+        return ProxyBody::upstream(body, completion);
+    };
+    for name in &t.headers {
+        let Ok(name) = header::HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        let values: Vec<HeaderValue> = parts.headers.get_all(&name).iter().cloned().collect();
+        let mut changed = false;
+        let translated: Vec<HeaderValue> = values
+            .into_iter()
+            .map(|v| {
+                let new = v
+                    .to_str()
+                    .ok()
+                    .and_then(|s| translate::translate_header(&mappings, name.as_str(), s))
+                    .and_then(|s| HeaderValue::from_str(&s).ok());
+                changed |= new.is_some();
+                new.unwrap_or(v)
+            })
+            .collect();
+        if changed {
+            parts.headers.remove(&name);
+            for v in translated {
+                parts.headers.append(&name, v);
+            }
+        }
+    }
+    let coding = match parts.headers.get(header::CONTENT_ENCODING) {
+        None => Some(Coding::Identity),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| Coding::from_content_encoding(Some(s))),
+    };
+    let has_body = !head_only
+        && !http_body::Body::is_end_stream(&body)
+        && parts.status != http::StatusCode::PARTIAL_CONTENT
+        && !parts.status.is_informational()
+        && parts.status != http::StatusCode::NO_CONTENT
+        && parts.status != http::StatusCode::NOT_MODIFIED;
+    match coding {
+        Some(coding) if t.body && has_body => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            if let Some(etag) = parts
+                .headers
+                .get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                && let Ok(weak) = HeaderValue::from_str(&translate::weaken_etag(etag))
+            {
+                parts.headers.insert(header::ETAG, weak);
+            }
+            let translator = BodyTranslator::new(coding, Arc::new(mappings));
+            ProxyBody::translated(body, translator, completion)
+        }
+        _ => ProxyBody::upstream(body, completion),
     }
 }
 

@@ -70,7 +70,7 @@ fn page(name: &str, n: u64, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                  <p>This is sample member <b>{name}</b>, request {n} it served.</p>\n\
                  <p>You asked for <code>{path}</code>; the proxy asked for host <code>{host}</code>\n\
                  on behalf of <code>{xff}</code>.</p>\n\
-                 <p><a href=\"http://{host}/next.htm\">An absolute link to the internal site</a></p>\n\
+                 <p><a href=\"http://{host}/next.htm\">An absolute link the member wrote with its internal name</a> (link translation points it at the public name)</p>\n\
                  </body></html>\n",
                 name = html_escape(name),
                 path = html_escape(path),

@@ -34,6 +34,8 @@ pub enum StartError {
     AccessLog(std::io::Error),
     #[error(transparent)]
     Plugins(crate::plugins::RuntimeError),
+    #[error("{0}")]
+    Builtin(String),
     #[error("cannot watch the plugin folder {dir}: {source}")]
     PluginFolder {
         dir: std::path::PathBuf,
@@ -134,21 +136,28 @@ pub async fn start_with_listeners(
     resolver.resolve_farms(&generation.farms).await;
     let farms = generation.farms.clone();
     let mut background = Vec::new();
-    let plugins = match &config.plugins.dir {
-        None => None,
-        Some(dir) => {
-            let runtime = Runtime::new(config.plugins.clone()).map_err(StartError::Plugins)?;
-            let watcher = watch_folder(Arc::clone(&runtime), dir.clone())
-                .await
-                .map_err(|source| StartError::PluginFolder {
-                    dir: dir.clone(),
-                    source,
-                })?;
-            background.push(watcher);
-            warn_missing_plugins(&config, &runtime);
-            Some(runtime)
-        }
-    };
+    let plugins = Runtime::new(config.plugins.clone()).map_err(StartError::Plugins)?;
+    crate::builtin::install(&plugins, &config)
+        .await
+        .map_err(StartError::Builtin)?;
+    if let Some(dir) = &config.plugins.dir {
+        let watcher = watch_folder(Arc::clone(&plugins), dir.clone())
+            .await
+            .map_err(|source| StartError::PluginFolder {
+                dir: dir.clone(),
+                source,
+            })?;
+        background.push(watcher);
+        warn_missing_plugins(&config, &plugins);
+    }
+    if config.farms.iter().any(|f| f.affinity_mode == "cookie")
+        && config.proxy.affinity_key.source == "random"
+    {
+        tracing::warn!(
+            "affinity cookies are signed with a random key made at start: they do not survive a restart and other farmgate instances do not accept them; set {} (or proxy.affinity_key_env) to share a key",
+            crate::config::defaults::AFFINITY_KEY_ENV
+        );
+    }
     let proxy = Arc::new(Proxy::new(
         generation,
         Arc::clone(&pool),
@@ -282,14 +291,14 @@ fn warn_missing_plugins(config: &Config, runtime: &Runtime) {
         .iter()
         .flat_map(|r| {
             [
-                (&r.name, "router", &r.router),
-                (&r.name, "link_translation", &r.link_translation),
+                (&r.name, "router_plugins", &r.router),
+                (&r.name, "link_translation_plugins", &r.link_translation),
             ]
         })
         .chain(config.farms.iter().flat_map(|f| {
             [
-                (&f.name, "affinity", &f.affinity),
-                (&f.name, "health_evaluation", &f.health_evaluation),
+                (&f.name, "affinity_plugins", &f.affinity),
+                (&f.name, "health_evaluation_plugins", &f.health_evaluation),
             ]
         }));
     for (owner, hook, binding) in bindings {

@@ -61,3 +61,37 @@ pub const PLUGIN_MEMORY_LIMIT_MB: u32 = 32;
 /// Consecutive failures after which a plugin is disabled (with exponential backoff, until a new
 /// file arrives).
 pub const PLUGIN_FAILURES_BEFORE_DISABLE: u32 = 5;
+
+/// Member choice when a farm names no `balance`: least current request, ARR's default. Under
+/// cookie affinity new sessions go round robin instead, as TMG spreads them.
+pub const BALANCE: &str = "least-current-request";
+
+/// Client affinity of a farm: none (ARR's default; TMG offers cookie or client-IP affinity).
+pub const AFFINITY: &str = "none";
+
+/// Name of the affinity cookie farmgate writes (ARR's is `ARRAffinity`, also configurable).
+pub const AFFINITY_COOKIE: &str = "farmgate_affinity";
+
+/// The environment variable that holds the affinity cookie signing key. Every farmgate instance
+/// given the same key accepts the others' cookies; without one, a random key is made at start.
+pub const AFFINITY_KEY_ENV: &str = "FARMGATE_AFFINITY_KEY";
+
+/// Status codes a health probe may answer with and count as healthy (ARR's default range).
+pub const HEALTH_STATUSES: &str = "200-399";
+
+/// A probe answered slower than this counts as unhealthy and raises an alert (TMG: 5000 ms).
+pub const RESPONSE_TIME_THRESHOLD: Duration = Duration::from_millis(5000);
+
+/// Whether a rule translates links (TMG applies link translation to a web publishing rule by
+/// default).
+pub const TRANSLATE_LINKS: bool = true;
+
+/// Media types whose bodies link translation rewrites.
+pub const LINK_CONTENT_TYPES: &[&str] = &[
+    "text/html",
+    "text/css",
+    "text/javascript",
+    "application/javascript",
+    "application/json",
+    "application/xml",
+];

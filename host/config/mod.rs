@@ -100,6 +100,103 @@ pub struct ProxySettings {
     pub connect_retries: u32,
     pub via: String,
     pub worker_threads: usize,
+    /// Peers whose `X-Forwarded-For` names the client (for client-IP affinity, hashing and the
+    /// plugins' view of the client).
+    pub trusted_proxies: Vec<IpNet>,
+    pub affinity_key: AffinityKey,
+}
+
+/// An address block: `10.0.0.0/8`, `::1/128`, or a bare address (a block of one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Result<IpNet, String> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("\"{s}\" is not an address or address/prefix block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("\"{s}\" has a prefix length outside 0..={max}"))?,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The key affinity cookies are signed with, and where it came from.
+#[derive(Clone)]
+pub struct AffinityKey {
+    pub bytes: Vec<u8>,
+    /// `config`, `env NAME`, or `random` (made at start: cookies do not survive a restart and
+    /// other instances do not accept them).
+    pub source: String,
+}
+
+impl fmt::Debug for AffinityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AffinityKey({} bytes from {})",
+            self.bytes.len(),
+            self.source
+        )
+    }
+}
+
+impl AffinityKey {
+    fn random() -> AffinityKey {
+        use std::io::Read;
+        let mut bytes = vec![0u8; 32];
+        let from_os = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .is_ok();
+        if !from_os {
+            use std::hash::{BuildHasher, RandomState};
+            for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+                chunk.copy_from_slice(&RandomState::new().hash_one(i).to_le_bytes());
+            }
+        }
+        AffinityKey {
+            bytes,
+            source: "random".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +226,45 @@ pub struct RuleConfig {
     pub preserve_host: bool,
     pub router: Binding,
     pub link_translation: Binding,
+    pub links: LinkSettings,
+    /// URL rewrite rules, validated; the built-in router plugin applies them.
+    pub rewrites: Vec<RewriteRule>,
+}
+
+/// Link translation of one rule.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkSettings {
+    pub enabled: bool,
+    /// Configured `from -> to` pairs beside the internal site name -> public name mapping.
+    pub mappings: Vec<(String, String)>,
+    pub content_types: Vec<String>,
+}
+
+/// One URL rewrite rule, in the shape the built-in router plugin reads.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RewriteRule {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub ignore_case: bool,
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub append_query: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub farm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    pub set_headers: Vec<(String, String)>,
+    pub remove_headers: Vec<String>,
+    pub stop: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +273,21 @@ pub struct FarmConfig {
     pub members: Vec<MemberConfig>,
     pub affinity: Binding,
     pub health_evaluation: Binding,
+    /// The algorithm as written (`None`: the built-in default for the affinity mode).
+    pub balance: Option<String>,
+    pub hash_on: Option<String>,
+    /// `none`, `cookie` or `client-ip`.
+    pub affinity_mode: String,
+    pub affinity_cookie: String,
+    pub health: HealthSettings,
+}
+
+/// How a probe's response is judged (ARR's explicit health test).
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    pub statuses: String,
+    pub content_match: Option<String>,
+    pub response_time_threshold: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -363,6 +514,17 @@ impl Validator<'_> {
             connect_retries: p.connect_retries.unwrap_or(defaults::CONNECT_RETRIES),
             via,
             worker_threads: p.worker_threads.unwrap_or(defaults::WORKER_THREADS),
+            trusted_proxies: {
+                let mut nets = Vec::new();
+                for n in p.trusted_proxies.iter().flatten() {
+                    nets.push(
+                        IpNet::parse(n.get_ref())
+                            .map_err(|m| src.error(n, "proxy.trusted_proxies", m))?,
+                    );
+                }
+                nets
+            },
+            affinity_key: self.affinity_key(p.affinity_key, p.affinity_key_env)?,
         };
 
         let access_log = AccessLogSettings {
@@ -478,12 +640,52 @@ impl Validator<'_> {
                     weight,
                 });
             }
+            let (balance, hash_on) = self.balance(f, &key)?;
+            let affinity_mode = match &f.affinity {
+                None => defaults::AFFINITY.to_string(),
+                Some(a) => {
+                    let v = a.get_ref().trim().to_ascii_lowercase();
+                    if !AFFINITY_MODES.contains(&v.as_str()) {
+                        return Err(src.error(
+                            a,
+                            format!("{key}.affinity"),
+                            format!(
+                                "\"{}\" is not an affinity; use one of {}",
+                                a.get_ref(),
+                                AFFINITY_MODES.join(", ")
+                            ),
+                        ));
+                    }
+                    v
+                }
+            };
+            let affinity_cookie = match &f.affinity_cookie {
+                None => defaults::AFFINITY_COOKIE.to_string(),
+                Some(c) => {
+                    if !is_token(c.get_ref()) {
+                        return Err(src.error(
+                            c,
+                            format!("{key}.affinity_cookie"),
+                            "a cookie name is one token: letters, digits and !#$%&'*+-.^_`|~",
+                        ));
+                    }
+                    c.get_ref().clone()
+                }
+            };
+            let health = self.health(&f.health, &format!("{key}.health"))?;
             farms.push(FarmConfig {
                 name: f.name.get_ref().clone(),
                 members,
-                affinity: self.binding(&f.affinity, &format!("{key}.affinity"))?,
-                health_evaluation: self
-                    .binding(&f.health_evaluation, &format!("{key}.health_evaluation"))?,
+                affinity: self.binding(&f.affinity_plugins, &format!("{key}.affinity_plugins"))?,
+                health_evaluation: self.binding(
+                    &f.health_evaluation_plugins,
+                    &format!("{key}.health_evaluation_plugins"),
+                )?,
+                balance,
+                hash_on,
+                affinity_mode,
+                affinity_cookie,
+                health,
             });
         }
 
@@ -566,9 +768,13 @@ impl Validator<'_> {
                 farm,
                 internal_site_name,
                 preserve_host: r.preserve_host,
-                router: self.binding(&r.router, &format!("{key}.router"))?,
-                link_translation: self
-                    .binding(&r.link_translation, &format!("{key}.link_translation"))?,
+                router: self.binding(&r.router_plugins, &format!("{key}.router_plugins"))?,
+                link_translation: self.binding(
+                    &r.link_translation_plugins,
+                    &format!("{key}.link_translation_plugins"),
+                )?,
+                links: self.links(r, &key)?,
+                rewrites: self.rewrites(r, &key, &farms)?,
             });
         }
 
@@ -619,6 +825,348 @@ impl Validator<'_> {
             farms,
             sample_servers,
         })
+    }
+
+    fn affinity_key(
+        &self,
+        inline: Option<Spanned<String>>,
+        env: Option<Spanned<String>>,
+    ) -> Result<AffinityKey, ConfigError> {
+        let var = env
+            .as_ref()
+            .map(|e| e.get_ref().clone())
+            .unwrap_or_else(|| defaults::AFFINITY_KEY_ENV.to_string());
+        if let Ok(v) = std::env::var(&var)
+            && !v.is_empty()
+        {
+            return Ok(AffinityKey {
+                bytes: v.into_bytes(),
+                source: format!("env {var}"),
+            });
+        }
+        match inline {
+            Some(k) if k.get_ref().len() < 16 => Err(self.source.error(
+                &k,
+                "proxy.affinity_key",
+                "is too short to sign cookies with; use at least 16 characters (32 random ones are better)",
+            )),
+            Some(k) => Ok(AffinityKey {
+                bytes: k.get_ref().clone().into_bytes(),
+                source: "config".into(),
+            }),
+            None => Ok(AffinityKey::random()),
+        }
+    }
+
+    /// `balance` and `hash_on` of a farm.
+    fn balance(
+        &self,
+        f: &raw::RawFarm,
+        key: &str,
+    ) -> Result<(Option<String>, Option<String>), ConfigError> {
+        let src = self.source;
+        let balance = match &f.balance {
+            None => None,
+            Some(b) => {
+                let v = b.get_ref().trim().to_ascii_lowercase();
+                if !BALANCE_ALGORITHMS.contains(&v.as_str()) {
+                    return Err(src.error(
+                        b,
+                        format!("{key}.balance"),
+                        format!(
+                            "\"{}\" is not a balancing algorithm; use one of {}",
+                            b.get_ref(),
+                            BALANCE_ALGORITHMS.join(", ")
+                        ),
+                    ));
+                }
+                Some(v)
+            }
+        };
+        let hash_on = match (&f.hash_on, balance.as_deref()) {
+            (None, Some("hash")) => {
+                let b = f
+                    .balance
+                    .as_ref()
+                    .map(|b| b.span())
+                    .unwrap_or(f.name.span());
+                let (line, column) = src.line_col(b.start);
+                return Err(ConfigError {
+                    file: src.origin.to_string(),
+                    line,
+                    column,
+                    key: format!("{key}.hash_on"),
+                    message: "balance = \"hash\" needs hash_on: url, query-string, client-address, header:NAME or cookie:NAME".into(),
+                });
+            }
+            (None, _) => None,
+            (Some(h), Some("hash")) => {
+                let v = h.get_ref().trim();
+                let ok = match v.split_once(':') {
+                    Some((kind, name)) => {
+                        matches!(kind, "header" | "cookie") && is_token(name.trim())
+                    }
+                    None => matches!(v, "url" | "query-string" | "client-address"),
+                };
+                if !ok {
+                    return Err(src.error(
+                        h,
+                        format!("{key}.hash_on"),
+                        format!(
+                            "\"{v}\" is not a hash key; use url, query-string, client-address, header:NAME or cookie:NAME"
+                        ),
+                    ));
+                }
+                Some(match v.split_once(':') {
+                    Some((kind, name)) => format!("{kind}:{}", name.trim()),
+                    None => v.to_string(),
+                })
+            }
+            (Some(h), _) => {
+                return Err(src.error(
+                    h,
+                    format!("{key}.hash_on"),
+                    "applies only with balance = \"hash\"",
+                ));
+            }
+        };
+        Ok((balance, hash_on))
+    }
+
+    fn health(&self, h: &raw::RawHealth, key: &str) -> Result<HealthSettings, ConfigError> {
+        let statuses = match &h.statuses {
+            None => defaults::HEALTH_STATUSES.to_string(),
+            Some(s) => {
+                parse_status_ranges(s.get_ref())
+                    .map_err(|m| self.source.error(s, format!("{key}.statuses"), m))?;
+                s.get_ref().trim().to_string()
+            }
+        };
+        let response_time_threshold = match &h.response_time_threshold {
+            None => defaults::RESPONSE_TIME_THRESHOLD,
+            Some(t) if t.get_ref().0 < Duration::from_millis(1) => {
+                return Err(self.source.error(
+                    t,
+                    format!("{key}.response_time_threshold"),
+                    "must be at least 1ms",
+                ));
+            }
+            Some(t) => t.get_ref().0,
+        };
+        Ok(HealthSettings {
+            statuses,
+            content_match: h.content_match.clone().filter(|m| !m.is_empty()),
+            response_time_threshold,
+        })
+    }
+
+    fn links(&self, r: &raw::RawRule, key: &str) -> Result<LinkSettings, ConfigError> {
+        let mut mappings = Vec::new();
+        for (from, to) in &r.link_mappings {
+            if from.is_empty() {
+                return Err(self.source.error(
+                    to,
+                    format!("{key}.link_mappings"),
+                    "a mapping needs a non-empty text to replace",
+                ));
+            }
+            mappings.push((from.clone(), to.get_ref().clone()));
+        }
+        let content_types = match &r.link_content_types {
+            None => defaults::LINK_CONTENT_TYPES
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+            Some(list) => {
+                let mut types = Vec::new();
+                for t in list {
+                    let v = t.get_ref().trim().to_ascii_lowercase();
+                    if v.split_once('/')
+                        .is_none_or(|(a, b)| !is_token(a) || !is_token(b))
+                    {
+                        return Err(self.source.error(
+                            t,
+                            format!("{key}.link_content_types"),
+                            format!("\"{}\" is not a media type such as text/html", t.get_ref()),
+                        ));
+                    }
+                    types.push(v);
+                }
+                types
+            }
+        };
+        Ok(LinkSettings {
+            enabled: r.translate_links.unwrap_or(defaults::TRANSLATE_LINKS),
+            mappings,
+            content_types,
+        })
+    }
+
+    fn rewrites(
+        &self,
+        r: &raw::RawRule,
+        key: &str,
+        farms: &[FarmConfig],
+    ) -> Result<Vec<RewriteRule>, ConfigError> {
+        let src = self.source;
+        let mut out = Vec::new();
+        for (i, w) in r.rewrite.iter().enumerate() {
+            let key = format!("{key}.rewrite[{i}]");
+            let ignore_case = w.ignore_case.unwrap_or(true);
+            let compile = |p: &Option<Spanned<String>>, what: &str| -> Result<usize, ConfigError> {
+                let Some(p) = p else { return Ok(0) };
+                regex_lite::RegexBuilder::new(p.get_ref())
+                    .case_insensitive(ignore_case)
+                    .build()
+                    .map(|re| re.captures_len() - 1)
+                    .map_err(|e| {
+                        let first = e.to_string();
+                        let first = first.lines().last().unwrap_or("invalid").trim().to_string();
+                        src.error(
+                            p,
+                            format!("{key}.{what}"),
+                            format!("invalid regex: {first}"),
+                        )
+                    })
+            };
+            let path_groups = compile(&w.path, "path")?;
+            let host_groups = compile(&w.host, "host")?;
+            let action = w.action.get_ref().trim().to_ascii_lowercase();
+            if !matches!(action.as_str(), "rewrite" | "redirect" | "respond" | "none") {
+                return Err(src.error(
+                    &w.action,
+                    format!("{key}.action"),
+                    format!(
+                        "\"{}\" is not an action; use rewrite, redirect, respond or none",
+                        w.action.get_ref()
+                    ),
+                ));
+            }
+            let needs_url = matches!(action.as_str(), "rewrite" | "redirect");
+            if needs_url && w.url.is_none() {
+                return Err(src.error(
+                    &w.action,
+                    format!("{key}.url"),
+                    format!("action \"{action}\" needs a url"),
+                ));
+            }
+            if let Some(u) = &w.url {
+                if u.get_ref().trim().is_empty() {
+                    return Err(src.error(u, format!("{key}.url"), "is empty"));
+                }
+                check_references(u.get_ref(), path_groups, host_groups)
+                    .map_err(|m| src.error(u, format!("{key}.url"), m))?;
+            }
+            // Line breaks would split a header or a request line.
+            let one_line = |t: &Spanned<String>, what: &str| {
+                if t.get_ref().contains(['\r', '\n', '\0']) {
+                    Err(src.error(
+                        t,
+                        format!("{key}.{what}"),
+                        "may not contain line breaks or NUL",
+                    ))
+                } else {
+                    Ok(())
+                }
+            };
+            if let Some(u) = &w.url {
+                one_line(u, "url")?;
+            }
+            for v in w.set_headers.values() {
+                one_line(v, "set_headers")?;
+            }
+            if action == "rewrite"
+                && let Some(u) = &w.url
+                && !u.get_ref().starts_with('/')
+            {
+                return Err(src.error(
+                    u,
+                    format!("{key}.url"),
+                    "a rewrite url is a path starting with '/' (use action = \"redirect\" to send clients elsewhere)",
+                ));
+            }
+            let status = match (&w.status, action.as_str()) {
+                (Some(s), "redirect") if !matches!(*s.get_ref(), 301 | 302 | 303 | 307 | 308) => {
+                    return Err(src.error(
+                        s,
+                        format!("{key}.status"),
+                        "a redirect status is 301, 302, 303, 307 or 308",
+                    ));
+                }
+                (Some(s), "respond") if !(200..=599).contains(s.get_ref()) => {
+                    return Err(src.error(s, format!("{key}.status"), "must be 200..=599"));
+                }
+                (Some(s), "rewrite" | "none") => {
+                    return Err(src.error(
+                        s,
+                        format!("{key}.status"),
+                        "applies only to redirect and respond",
+                    ));
+                }
+                (s, _) => s.as_ref().map(|s| *s.get_ref()),
+            };
+            let farm = match &w.farm {
+                None => None,
+                Some(f) if !farms.iter().any(|x| &x.name == f.get_ref()) => {
+                    return Err(src.error(
+                        f,
+                        format!("{key}.farm"),
+                        format!("no farm is named \"{}\"", f.get_ref()),
+                    ));
+                }
+                Some(f) => Some(f.get_ref().clone()),
+            };
+            let mut set_headers = Vec::new();
+            for (n, v) in &w.set_headers {
+                if http::HeaderName::from_bytes(n.as_bytes()).is_err() {
+                    return Err(src.error(
+                        v,
+                        format!("{key}.set_headers"),
+                        format!("\"{n}\" is not a header name"),
+                    ));
+                }
+                check_references(v.get_ref(), path_groups, host_groups)
+                    .map_err(|m| src.error(v, format!("{key}.set_headers"), m))?;
+                set_headers.push((n.to_ascii_lowercase(), v.get_ref().clone()));
+            }
+            let mut remove_headers = Vec::new();
+            for n in &w.remove_headers {
+                if http::HeaderName::from_bytes(n.get_ref().as_bytes()).is_err() {
+                    return Err(src.error(
+                        n,
+                        format!("{key}.remove_headers"),
+                        format!("\"{}\" is not a header name", n.get_ref()),
+                    ));
+                }
+                remove_headers.push(n.get_ref().to_ascii_lowercase());
+            }
+            if let Some(ct) = &w.content_type
+                && http::HeaderValue::from_str(ct.get_ref()).is_err()
+            {
+                return Err(src.error(
+                    ct,
+                    format!("{key}.content_type"),
+                    "is not a valid header value",
+                ));
+            }
+            out.push(RewriteRule {
+                name: w.name.clone(),
+                host: w.host.as_ref().map(|h| h.get_ref().clone()),
+                path: w.path.as_ref().map(|p| p.get_ref().clone()),
+                ignore_case,
+                action,
+                url: w.url.as_ref().map(|u| u.get_ref().clone()),
+                append_query: w.append_query.unwrap_or(true),
+                farm,
+                status,
+                body: w.body.clone(),
+                content_type: w.content_type.as_ref().map(|c| c.get_ref().clone()),
+                set_headers,
+                remove_headers,
+                stop: w.stop.unwrap_or(false),
+            });
+        }
+        Ok(out)
     }
 
     fn binding(
@@ -746,6 +1294,77 @@ impl Validator<'_> {
         }
         Ok(())
     }
+}
+
+/// The balancing algorithms a farm may name.
+pub const BALANCE_ALGORITHMS: &[&str] = &[
+    "least-current-request",
+    "round-robin",
+    "weighted-total-traffic",
+    "least-response-time",
+    "random",
+    "power-of-two-choices",
+    "hash",
+];
+
+/// The affinity modes a farm may name.
+pub const AFFINITY_MODES: &[&str] = &["none", "cookie", "client-ip"];
+
+/// An RFC 9110 token (header names, cookie names, media type parts).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// `"200-399"`, `"200, 301-302"`: status codes and ranges, each within 100..=599.
+pub fn parse_status_ranges(s: &str) -> Result<Vec<(u16, u16)>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let code = |t: &str| {
+            t.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+        };
+        match (code(lo), code(hi)) {
+            (Some(lo), Some(hi)) if lo <= hi => out.push((lo, hi)),
+            _ => {
+                return Err(format!(
+                    "\"{part}\" is not a status code or range such as 200-399 (codes are 100..=599)"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Checks `{R:n}` and `{C:n}` references against the capture groups of the path and host regexes.
+fn check_references(text: &str, path_groups: usize, host_groups: usize) -> Result<(), String> {
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('}') else { break };
+        let inner = &after[..end];
+        if let Some((kind, n)) = inner.split_once(':')
+            && let Ok(n) = n.parse::<usize>()
+        {
+            let (have, what) = match kind {
+                "R" => (path_groups, "path"),
+                "C" => (host_groups, "host"),
+                _ => (usize::MAX, ""),
+            };
+            if n > have {
+                return Err(format!(
+                    "{{{inner}}} refers to capture {n}, but the {what} regex has {have} group(s)"
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    Ok(())
 }
 
 fn parse_socket_addr(s: &Spanned<String>) -> Result<SocketAddr, String> {
@@ -932,6 +1551,93 @@ farm = "f"
         assert_eq!(split_host_port("[::1]:80"), ("::1", Some("80")));
         assert_eq!(split_host_port("::1"), ("::1", None));
         assert_eq!(split_host_port("a.b"), ("a.b", None));
+    }
+
+    #[test]
+    fn farm_policy_keys_are_checked() {
+        let farm = |extra: &str| MINIMAL.replace("port = 9 }]", &format!("port = 9 }}]\n{extra}"));
+        let c = Config::parse(
+            &farm("balance = \"hash\"\nhash_on = \"header: X-User\"\naffinity = \"client-ip\""),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.farms[0].balance.as_deref(), Some("hash"));
+        assert_eq!(c.farms[0].hash_on.as_deref(), Some("header:X-User"));
+        assert_eq!(c.farms[0].affinity_mode, "client-ip");
+        let e = err(&farm("balance = \"fastest\""));
+        assert_eq!((e.line, e.key.as_str()), (9, "farms[0].balance"));
+        assert!(e.message.contains("round-robin"), "{e}");
+        let e = err(&farm("balance = \"hash\""));
+        assert_eq!(e.key, "farms[0].hash_on");
+        let e = err(&farm("hash_on = \"url\""));
+        assert!(e.message.contains("only with balance"), "{e}");
+        let e = err(&farm("balance = \"hash\"\nhash_on = \"body\""));
+        assert_eq!((e.line, e.key.as_str()), (10, "farms[0].hash_on"));
+        let e = err(&farm("affinity = \"sticky\""));
+        assert_eq!(e.key, "farms[0].affinity");
+        let e = err(&farm("affinity_cookie = \"a b\""));
+        assert_eq!(e.key, "farms[0].affinity_cookie");
+        let e = err(&farm("[farms.health]\nstatuses = \"200-99\""));
+        assert_eq!((e.line, e.key.as_str()), (10, "farms[0].health.statuses"));
+        assert_eq!(
+            parse_status_ranges("200, 301-302").unwrap(),
+            [(200, 200), (301, 302)]
+        );
+        assert!(parse_status_ranges("600").is_err());
+    }
+
+    #[test]
+    fn rewrite_rules_are_checked() {
+        let rule = |extra: &str| format!("{MINIMAL}[[rules.rewrite]]\n{extra}\n");
+        let c = Config::parse(
+            &rule("path = '^/old/(.*)'\naction = \"redirect\"\nurl = \"/new/{R:1}\"\nstatus = 302"),
+            "t.toml",
+        )
+        .unwrap();
+        let w = &c.rules[0].rewrites[0];
+        assert_eq!((w.action.as_str(), w.status), ("redirect", Some(302)));
+        assert!(w.ignore_case && w.append_query && !w.stop);
+        let e = err(&rule(
+            "path = '^/old/(.*'\naction = \"rewrite\"\nurl = \"/x\"",
+        ));
+        assert_eq!((e.line, e.key.as_str()), (15, "rules[0].rewrite[0].path"));
+        assert!(e.message.starts_with("invalid regex"), "{e}");
+        let e = err(&rule(
+            "path = '^/(a)'\naction = \"rewrite\"\nurl = \"/{R:2}\"",
+        ));
+        assert_eq!(e.key, "rules[0].rewrite[0].url");
+        assert!(e.message.contains("1 group(s)"), "{e}");
+        let e = err(&rule("action = \"redirect\"\nurl = \"/x\"\nstatus = 200"));
+        assert_eq!(e.key, "rules[0].rewrite[0].status");
+        let e = err(&rule("action = \"rewrite\""));
+        assert!(e.message.contains("needs a url"), "{e}");
+        let e = err(&rule("action = \"rewrite\"\nurl = \"/x\"\nfarm = \"nope\""));
+        assert_eq!(e.key, "rules[0].rewrite[0].farm");
+        let e = err(&rule("action = \"jump\""));
+        assert_eq!(e.key, "rules[0].rewrite[0].action");
+    }
+
+    #[test]
+    fn trusted_proxies_and_affinity_key() {
+        let c = Config::parse(
+            &format!("[proxy]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\naffinity_key = \"0123456789abcdef\"\n{MINIMAL}"),
+            "t.toml",
+        )
+        .unwrap();
+        let t = &c.proxy.trusted_proxies;
+        assert!(t[0].contains("10.9.8.7".parse().unwrap()));
+        assert!(!t[0].contains("11.0.0.1".parse().unwrap()));
+        assert!(t[1].contains("::1".parse().unwrap()));
+        assert!(t[0].contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert_eq!(c.proxy.affinity_key.source, "config");
+        let e = err(&format!(
+            "[proxy]\ntrusted_proxies = [\"10.0.0.0/33\"]\n{MINIMAL}"
+        ));
+        assert_eq!((e.line, e.key.as_str()), (2, "proxy.trusted_proxies"));
+        let e = err(&format!("[proxy]\naffinity_key = \"short\"\n{MINIMAL}"));
+        assert_eq!(e.key, "proxy.affinity_key");
+        let random = Config::parse(MINIMAL, "t.toml").unwrap();
+        assert_eq!(random.proxy.affinity_key.bytes.len(), 32);
     }
 
     #[test]

@@ -80,6 +80,12 @@ pub struct RawProxy {
     pub connect_retries: Option<u32>,
     pub via: Option<Spanned<String>>,
     pub worker_threads: Option<usize>,
+    /// Peers whose `X-Forwarded-For` is believed: addresses or CIDR blocks.
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    /// The affinity cookie signing key, inline (prefer `affinity_key_env`).
+    pub affinity_key: Option<Spanned<String>>,
+    /// The environment variable holding the affinity cookie signing key.
+    pub affinity_key_env: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,9 +137,43 @@ pub struct RawRule {
     #[serde(default)]
     pub preserve_host: bool,
     /// Router plugins, in order; absent = every router plugin in the watched folder.
-    pub router: Option<Vec<Spanned<String>>>,
+    pub router_plugins: Option<Vec<Spanned<String>>>,
     /// Link-translation plugins, in order; absent = every one in the watched folder.
-    pub link_translation: Option<Vec<Spanned<String>>>,
+    pub link_translation_plugins: Option<Vec<Spanned<String>>>,
+    /// Whether responses are link-translated (TMG's "apply link translation to this rule").
+    pub translate_links: Option<bool>,
+    /// Further `from = to` replacements beside internal site name -> public name.
+    #[serde(default)]
+    pub link_mappings: BTreeMap<String, Spanned<String>>,
+    /// Media types whose bodies are translated.
+    pub link_content_types: Option<Vec<Spanned<String>>>,
+    /// URL rewrite rules, in order (IIS URL Rewrite style).
+    #[serde(default)]
+    pub rewrite: Vec<RawRewrite>,
+}
+
+/// One `[[rules.rewrite]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRewrite {
+    pub name: Option<String>,
+    /// Regex on the request's host (port removed).
+    pub host: Option<Spanned<String>>,
+    /// Regex on the request's path (query excluded).
+    pub path: Option<Spanned<String>>,
+    pub ignore_case: Option<bool>,
+    pub action: Spanned<String>,
+    pub url: Option<Spanned<String>>,
+    pub append_query: Option<bool>,
+    pub farm: Option<Spanned<String>>,
+    pub status: Option<Spanned<u16>>,
+    pub body: Option<String>,
+    pub content_type: Option<Spanned<String>>,
+    #[serde(default)]
+    pub set_headers: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub remove_headers: Vec<Spanned<String>>,
+    pub stop: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,9 +182,31 @@ pub struct RawFarm {
     pub name: Spanned<String>,
     pub members: Spanned<Vec<RawMember>>,
     /// Affinity plugins, in order; absent = every affinity plugin in the watched folder.
-    pub affinity: Option<Vec<Spanned<String>>>,
+    pub affinity_plugins: Option<Vec<Spanned<String>>>,
     /// Health-evaluation plugins, in order; absent = every one in the watched folder.
-    pub health_evaluation: Option<Vec<Spanned<String>>>,
+    pub health_evaluation_plugins: Option<Vec<Spanned<String>>>,
+    /// The load-balancing algorithm.
+    pub balance: Option<Spanned<String>>,
+    /// With `balance = "hash"`: what is hashed.
+    pub hash_on: Option<Spanned<String>>,
+    /// `none`, `cookie` or `client-ip`.
+    pub affinity: Option<Spanned<String>>,
+    /// Name of the affinity cookie.
+    pub affinity_cookie: Option<Spanned<String>>,
+    #[serde(default)]
+    pub health: RawHealth,
+}
+
+/// `[farms.health]`: how a probe's response is judged (ARR's explicit health test).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// Acceptable status codes: `"200-399"`, `"200, 301-302"`.
+    pub statuses: Option<Spanned<String>>,
+    /// Text the response must contain.
+    pub content_match: Option<String>,
+    /// Slower responses count as unhealthy.
+    pub response_time_threshold: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Deserialize)]

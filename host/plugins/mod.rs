@@ -58,7 +58,7 @@ pub use watch::watch_folder;
 /// The `farmgate:plugin` package version this host speaks. Components built against another
 /// minor version (for 0.x) are refused with a message naming both.
 pub const CONTRACT_PACKAGE: &str = "farmgate:plugin";
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -77,6 +77,8 @@ pub struct Runtime {
     linker: Linker<State>,
     settings: ArcSwap<PluginSettings>,
     set: ArcSwap<PluginSet>,
+    /// The built-in plugins that end the chains, one per hook at most.
+    builtins: ArcSwap<Vec<Arc<Plugin>>>,
     started: Instant,
     ticker: Arc<Ticker>,
     /// Folder scans completed, so callers can wait for a change to be looked at.
@@ -175,8 +177,9 @@ impl std::fmt::Display for PluginFailure {
     }
 }
 
-/// The thread that advances the engine's epoch every [`EPOCH_TICK`] while plugins may run, and
-/// sleeps while the folder is empty (an idle proxy should not wake a thousand times a second).
+/// The thread that advances the engine's epoch every [`EPOCH_TICK`] while plugins are being
+/// called, and sleeps after a quiet spell (an idle proxy should not wake a thousand times a
+/// second). Every call marks the ticker active; a sleeping ticker is woken by the first call.
 struct Ticker {
     stop: AtomicBool,
     active: AtomicBool,
@@ -192,7 +195,8 @@ impl Ticker {
                 let Ok(ticker) = rx.recv() else { return };
                 let mut last_active = Instant::now();
                 while !ticker.stop.load(Ordering::Relaxed) {
-                    if ticker.active.load(Ordering::Relaxed) {
+                    // Calls set the flag; clearing it here means "no call since the last tick".
+                    if ticker.active.swap(false, Ordering::Relaxed) {
                         last_active = Instant::now();
                     }
                     // Calls still running on a just-removed plugin keep their deadline: the
@@ -216,17 +220,10 @@ impl Ticker {
         Ok(ticker)
     }
 
-    fn set_active(&self, active: bool) {
-        let was = self.active.swap(active, Ordering::Relaxed);
-        if active && !was {
-            self.thread.unpark();
-        }
-    }
-
-    /// Called before every plugin call: cheap when already ticking.
+    /// Called before every plugin call: one atomic load when already marked since the last tick.
     fn ensure_active(&self) {
-        if !self.active.load(Ordering::Relaxed) {
-            self.set_active(true);
+        if !self.active.load(Ordering::Relaxed) && !self.active.swap(true, Ordering::Relaxed) {
+            self.thread.unpark();
         }
     }
 
@@ -336,6 +333,7 @@ impl Runtime {
             linker,
             settings: ArcSwap::from_pointee(settings),
             set: ArcSwap::from_pointee(PluginSet::default()),
+            builtins: ArcSwap::from_pointee(Vec::new()),
             started: Instant::now(),
             ticker,
             scans: AtomicU64::new(0),
@@ -361,7 +359,27 @@ impl Runtime {
         bytes: &[u8],
         hash: String,
     ) -> Result<Arc<Plugin>, String> {
-        self.ticker.set_active(true);
+        let config = self
+            .settings
+            .load()
+            .config
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        self.load_with(name, file, bytes, hash, config)
+    }
+
+    /// [`Runtime::load`] with the plugin's config given rather than looked up by name (the
+    /// built-in plugins' settings are made from the farmgate config).
+    pub fn load_with(
+        &self,
+        name: &str,
+        file: &Path,
+        bytes: &[u8],
+        hash: String,
+        config: PluginConfig,
+    ) -> Result<Arc<Plugin>, String> {
+        self.ticker.ensure_active();
         let settings = self.settings.load();
         let component = self.compile(bytes, &hash)?;
         check_contract(&self.engine, &component)?;
@@ -377,7 +395,7 @@ impl Runtime {
             file: file.to_path_buf(),
             hash,
             hooks: Vec::new(),
-            config: settings.config.get(name).cloned().unwrap_or_default(),
+            config,
             pre,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             stats: PluginStats::default(),
@@ -447,8 +465,27 @@ impl Runtime {
 
     /// Replaces the plugin set (the watcher's job).
     pub fn install(&self, set: PluginSet) {
-        self.ticker.set_active(!set.plugins.is_empty());
         self.set.store(Arc::new(set));
+    }
+
+    /// Replaces the built-in plugins (made from the config at start).
+    pub fn install_builtins(&self, builtins: Vec<Arc<Plugin>>) {
+        self.builtins.store(Arc::new(builtins));
+    }
+
+    /// The built-in plugins.
+    pub fn builtins(&self) -> Arc<Vec<Arc<Plugin>>> {
+        self.builtins.load_full()
+    }
+
+    /// The enabled built-in plugin for `hook`, which ends that hook's chains.
+    pub fn builtin(&self, hook: Hook) -> Option<Arc<Plugin>> {
+        let now = self.now_ms();
+        self.builtins
+            .load()
+            .iter()
+            .find(|p| p.hooks.contains(&hook) && p.enabled(now))
+            .cloned()
     }
 
     /// Plugin versions and instances alive now.
@@ -796,6 +833,17 @@ fn put_cached(plugin: &Arc<Plugin>, instance: Instance) {
             }),
         }
     });
+}
+
+/// Lower-case hex of `bytes` (content hashes).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Why bytes are not a usable component, in words a plugin author can act on.

@@ -13,7 +13,7 @@ use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::{Plugin, PluginSet, Runtime};
+use super::{Plugin, PluginSet, Runtime, hex};
 
 /// Quiet time after the last file event before the folder is rescanned.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -152,8 +152,4 @@ fn rescan_blocking(runtime: &Runtime, dir: &Path) {
         runtime.install(PluginSet { plugins: next });
     }
     runtime.scan_done(rejected);
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

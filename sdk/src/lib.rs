@@ -44,6 +44,7 @@
 //! cap. A plugin instance serves one call at a time, so `&self` state needs no locking; use
 //! `Cell`/`RefCell` for state that changes between calls.
 
+pub mod hash;
 pub mod log;
 mod settings;
 pub mod testing;
@@ -76,7 +77,7 @@ pub use bindings::farmgate::plugin::types::{
 pub use settings::Settings;
 
 /// The contract version this SDK builds plugins for.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// A plugin: created once per instance from its settings (the `[plugins.config.NAME]` table).
 pub trait Plugin: Sized + 'static {

@@ -87,9 +87,11 @@ pub fn farm(name: &str, members: u32) -> FarmBuilder {
                 latency_ewma_us: 0,
                 requests: 0,
                 failures: 0,
+                bytes: 0,
             })
             .collect(),
         sticky_member: None,
+        sequence: 0,
     })
 }
 
@@ -115,6 +117,19 @@ impl FarmBuilder {
     }
     pub fn latency_us(mut self, id: u32, us: u64) -> Self {
         self.member(id).latency_ewma_us = us;
+        self
+    }
+    pub fn requests(mut self, id: u32, n: u64) -> Self {
+        self.member(id).requests = n;
+        self
+    }
+    pub fn bytes(mut self, id: u32, n: u64) -> Self {
+        self.member(id).bytes = n;
+        self
+    }
+    /// The farm's choice counter (what round-robin policies rotate by).
+    pub fn sequence(mut self, n: u64) -> Self {
+        self.0.sequence = n;
         self
     }
     pub fn sticky(mut self, id: u32) -> Self {

@@ -78,6 +78,18 @@ fn the_default_config_states_the_defaults() {
         c.plugins.failures_before_disable,
         d::PLUGIN_FAILURES_BEFORE_DISABLE
     );
+    assert!(p.trusted_proxies.is_empty());
+    let f = &c.farms[0];
+    assert_eq!(f.balance, None);
+    assert_eq!(f.affinity_mode, d::AFFINITY);
+    assert_eq!(f.affinity_cookie, d::AFFINITY_COOKIE);
+    assert_eq!(f.health.statuses, d::HEALTH_STATUSES);
+    assert_eq!(f.health.content_match, None);
+    assert_eq!(f.health.response_time_threshold, d::RESPONSE_TIME_THRESHOLD);
+    let r = &c.rules[0];
+    assert_eq!(r.links.enabled, d::TRANSLATE_LINKS);
+    assert_eq!(r.links.content_types, d::LINK_CONTENT_TYPES);
+    assert!(r.links.mappings.is_empty() && r.rewrites.is_empty());
 }
 
 fn check(text: &str) -> (i32, String, String) {

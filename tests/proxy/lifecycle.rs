@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use crate::support::*;
 
 /// The shipped default config with its fixed ports swapped for free ones and its plugin folder
-/// moved to `plugin_dir`.
+/// moved to `plugin_dir` (and the code cache beside it, not into the working directory).
 async fn default_config_on_free_ports(plugin_dir: &std::path::Path) -> String {
     let mut text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/farmgate.toml"))
@@ -22,6 +22,13 @@ async fn default_config_on_free_ports(plugin_dir: &std::path::Path) -> String {
         .replace(
             "dir = \"plugins.d\"",
             &format!("dir = {:?}", plugin_dir.display().to_string()),
+        )
+        .replace(
+            "cache_dir = \".farmgate-cache\"",
+            &format!(
+                "cache_dir = {:?}",
+                plugin_dir.join(".farmgate-cache").display().to_string()
+            ),
         )
 }
 
@@ -40,11 +47,13 @@ async fn the_default_config_serves_its_demo_farm() {
             .expect("sample member names itself")
             .to_string();
         assert!(body.contains(&format!("Hello from {member}")), "{body}");
-        // The page links to the internal site name, which link translation will rewrite.
+        // The member linked to its internal site name; link translation rewrote the link to the
+        // public name the client asked for.
         assert!(
-            body.contains("href=\"http://intranet.demo.internal/"),
+            body.contains("href=\"http://localhost:8080/next.htm"),
             "{body}"
         );
+        assert!(!body.contains("http://intranet.demo.internal"), "{body}");
         served.insert(member);
     }
     assert_eq!(

@@ -86,7 +86,16 @@ impl Backend {
         Backend::start_on("127.0.0.1:0".parse().unwrap(), name).await
     }
 
+    /// A backend that takes `delay` before answering anything: a slow member.
+    pub async fn start_slow(name: &str, delay: Duration) -> Backend {
+        Backend::start_full("127.0.0.1:0".parse().unwrap(), name, delay).await
+    }
+
     pub async fn start_on(addr: SocketAddr, name: &str) -> Backend {
+        Backend::start_full(addr, name, Duration::ZERO).await
+    }
+
+    async fn start_full(addr: SocketAddr, name: &str, delay: Duration) -> Backend {
         // A backend just dropped from this address may take a moment to release it.
         let listener = bounded("bind backend", async {
             loop {
@@ -107,6 +116,7 @@ impl Backend {
         let first_chunk = Arc::new(Notify::new());
         let state = Arc::new(State {
             name: name.to_string(),
+            delay,
             seen: Arc::clone(&seen),
             gate: Arc::clone(&gate),
             first_chunk: Arc::clone(&first_chunk),
@@ -169,6 +179,8 @@ impl Backend {
 
 struct State {
     name: String,
+    /// Simulated slowness of this member (not synchronisation: nothing waits on it).
+    delay: Duration,
     seen: Arc<Mutex<Vec<Seen>>>,
     gate: Arc<Notify>,
     first_chunk: Arc<Notify>,
@@ -189,6 +201,9 @@ impl State {
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         let mut resp = match req.uri().path() {
             "/upload" | "/upload-gated" => {
                 let gated = req.uri().path() == "/upload-gated";
@@ -226,6 +241,45 @@ impl State {
                 self.gate.notified().await;
                 text("released".into())
             }
+            "/links" => {
+                // LINKS_PAGE encoded as `enc` asks, sent in two chunks split at byte `split`.
+                let plain = links_page(&self.name);
+                let enc = query.get("enc").map(String::as_str).unwrap_or("identity");
+                let body = encode(enc, plain.as_bytes());
+                let split = query
+                    .get("split")
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .unwrap_or(0)
+                    .min(body.len());
+                let chunks = vec![
+                    Bytes::copy_from_slice(&body[..split]),
+                    Bytes::copy_from_slice(&body[split..]),
+                ];
+                let mut r = Response::new(ChunkedBody { chunks }.boxed());
+                let h = r.headers_mut();
+                h.insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+                h.insert("etag", "\"v1\"".parse().unwrap());
+                if enc != "identity" {
+                    h.insert("content-encoding", enc.parse().unwrap());
+                }
+                r
+            }
+            "/moved" => {
+                let mut r = text(String::new());
+                *r.status_mut() = StatusCode::FOUND;
+                let h = r.headers_mut();
+                h.insert(
+                    "location",
+                    "http://intranet.test/login?next=%2F".parse().unwrap(),
+                );
+                h.insert(
+                    "set-cookie",
+                    "sid=1; Domain=intranet.test; Path=/; HttpOnly"
+                        .parse()
+                        .unwrap(),
+                );
+                r
+            }
             "/headers" => {
                 let mut r = text(self.name.clone());
                 let h = r.headers_mut();
@@ -239,6 +293,93 @@ impl State {
         resp.headers_mut()
             .insert("x-backend", self.name.parse().unwrap());
         resp
+    }
+}
+
+/// The page `/links` serves: absolute links to the internal name `intranet.test`.
+pub fn links_page(name: &str) -> String {
+    let mut page = format!("<html><body><h1>{name}</h1>\n");
+    for i in 0..40 {
+        page.push_str(&format!(
+            "<p>Item {i}: <a href=\"http://intranet.test/item/{i}\">open</a> or \
+             <img src=\"//intranet.test/img/{i}.png\"> - intranet.test stays as text.</p>\n"
+        ));
+    }
+    page.push_str("</body></html>\n");
+    page
+}
+
+/// `data` in a content coding: identity, gzip, deflate or br.
+pub fn encode(enc: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match enc {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "br" => {
+            let mut out = Vec::new();
+            {
+                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                w.write_all(data).unwrap();
+            }
+            out
+        }
+        _ => data.to_vec(),
+    }
+}
+
+/// `data` decoded from a content coding.
+pub fn decode(enc: Option<&str>, data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    match enc {
+        Some("gzip") => {
+            flate2::read::GzDecoder::new(data)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        Some("deflate") => {
+            flate2::read::ZlibDecoder::new(data)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        Some("br") => {
+            brotli::Decompressor::new(data, 4096)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        _ => out.extend_from_slice(data),
+    }
+    out
+}
+
+/// A body of given chunks with no announced length (sent chunked, one HTTP chunk each).
+struct ChunkedBody {
+    chunks: Vec<Bytes>,
+}
+
+impl Body for ChunkedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        while !self.chunks.is_empty() {
+            let c = self.chunks.remove(0);
+            if !c.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(c))));
+            }
+        }
+        Poll::Ready(None)
     }
 }
 
