@@ -2,76 +2,19 @@
 //! forged nor read for an address, and agreed on by every farmgate instance with the same key.
 //!
 //! The cookie's value is a token per (farm, member name): the first 16 bytes of
-//! HMAC-SHA256(key, farm NUL member), base64url. Verifying is a table lookup of the token among
-//! the farm's members; a forged token, or one of a member that no longer exists, matches nothing
-//! and is ignored. The plugin decides who sticks where; this module only reads and writes.
+//! HMAC-SHA256(key, farm NUL member), base64url. Verifying is comparing the token with the
+//! farm's members' tokens ([`crate::farm::Farm::sticky_member`]); a forged token, or one of a
+//! member that no longer exists, matches nothing and is ignored. The plugin decides who sticks
+//! where; this module only makes and reads cookies.
 //!
 //! It does no I/O and decides nothing about balancing.
-
-use std::collections::HashMap;
 
 use hmac::{Hmac, Mac};
 use http::HeaderValue;
 use sha2::Sha256;
 
-use crate::config::FarmConfig;
-
-/// One farm's affinity cookie: its name and the token of each member.
-#[derive(Debug)]
-pub struct AffinityCookie {
-    pub name: String,
-    /// Token -> member index.
-    by_token: HashMap<String, u32>,
-    /// Per member: the Set-Cookie value, plain and with `Secure` (for HTTPS listeners).
-    set_cookie: Vec<[HeaderValue; 2]>,
-}
-
-impl AffinityCookie {
-    pub fn new(farm: &FarmConfig, key: &[u8]) -> AffinityCookie {
-        let mut by_token = HashMap::new();
-        let mut set_cookie = Vec::new();
-        for (i, m) in farm.members.iter().enumerate() {
-            let token = token(key, &farm.name, &m.name);
-            let plain = format!(
-                "{}={token}; Path=/; HttpOnly; SameSite=Lax",
-                farm.affinity_cookie
-            );
-            let secure = format!("{plain}; Secure");
-            // Names are tokens and values base64url, so these are always valid header values.
-            set_cookie.push([
-                HeaderValue::from_str(&plain).unwrap_or(HeaderValue::from_static("")),
-                HeaderValue::from_str(&secure).unwrap_or(HeaderValue::from_static("")),
-            ]);
-            by_token.insert(token, i as u32);
-        }
-        AffinityCookie {
-            name: farm.affinity_cookie.clone(),
-            by_token,
-            set_cookie,
-        }
-    }
-
-    /// The member a request's affinity cookie names, if the cookie is present and genuine.
-    pub fn member(&self, headers: &http::HeaderMap) -> Option<u32> {
-        headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .filter(|(k, _)| *k == self.name)
-            .find_map(|(_, v)| self.by_token.get(v.trim().trim_matches('"')).copied())
-    }
-
-    /// The Set-Cookie value that pins a client to `member`.
-    pub fn set_cookie(&self, member: usize, secure: bool) -> Option<HeaderValue> {
-        self.set_cookie
-            .get(member)
-            .map(|v| v[usize::from(secure)].clone())
-    }
-}
-
-fn token(key: &[u8], farm: &str, member: &str) -> String {
+/// The token that names `member` of `farm` under `key`.
+pub fn token(key: &[u8], farm: &str, member: &str) -> String {
     let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
         Ok(m) => m,
         // HMAC takes keys of any length; this arm cannot be reached.
@@ -82,6 +25,33 @@ fn token(key: &[u8], farm: &str, member: &str) -> String {
     mac.update(member.as_bytes());
     let digest = mac.finalize().into_bytes();
     base64url(&digest[..16])
+}
+
+/// The Set-Cookie values that pin a client to the member with `token`: plain, and with `Secure`
+/// (for HTTPS listeners). A session cookie, as ARR's: it ends with the browser session.
+pub fn set_cookie_values(cookie_name: &str, token: &str) -> [HeaderValue; 2] {
+    let plain = format!("{cookie_name}={token}; Path=/; HttpOnly; SameSite=Lax");
+    let secure = format!("{plain}; Secure");
+    // Cookie names are validated tokens and values base64url: always valid header values.
+    [
+        HeaderValue::from_str(&plain).unwrap_or(HeaderValue::from_static("")),
+        HeaderValue::from_str(&secure).unwrap_or(HeaderValue::from_static("")),
+    ]
+}
+
+/// The values of every cookie named `name` in a request's Cookie headers.
+pub fn cookie_values<'a>(
+    headers: &'a http::HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(move |(k, _)| *k == name)
+        .map(|(_, v)| v.trim().trim_matches('"'))
 }
 
 /// Unpadded base64url (RFC 4648 §5): cookie-safe without quoting.
@@ -105,28 +75,6 @@ fn base64url(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-
-    fn farm() -> FarmConfig {
-        let c = Config::parse(
-            r#"
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-[[farms]]
-name = "f"
-affinity = "cookie"
-members = [{ name = "a", host = "10.0.0.1" }, { name = "b", host = "10.0.0.2" }]
-[[rules]]
-name = "r"
-public_names = ["*"]
-farm = "f"
-"#,
-            "t.toml",
-        )
-        .unwrap();
-        c.farms[0].clone()
-    }
 
     fn cookie_header(v: &str) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();
@@ -135,33 +83,32 @@ farm = "f"
     }
 
     #[test]
-    fn round_trip_forgery_and_key_agreement() {
-        let f = farm();
-        let one = AffinityCookie::new(&f, b"0123456789abcdef");
-        let other_instance = AffinityCookie::new(&f, b"0123456789abcdef");
-        let other_key = AffinityCookie::new(&f, b"fedcba9876543210");
-        let set = one.set_cookie(1, false).unwrap();
-        let set = set.to_str().unwrap();
-        assert!(set.starts_with("farmgate_affinity="), "{set}");
-        assert!(!set.contains("10.0.0.2"), "{set}");
-        let pair = set.split(';').next().unwrap();
-        let h = cookie_header(&format!("x=1; {pair}"));
-        assert_eq!(one.member(&h), Some(1));
-        assert_eq!(other_instance.member(&h), Some(1));
-        assert_eq!(other_key.member(&h), None);
-        assert_eq!(
-            one.member(&cookie_header("farmgate_affinity=AAAAAAAAAAAAAAAAAAAAAA")),
-            None
-        );
-        assert_eq!(one.member(&cookie_header("farmgate_affinity=")), None);
-        assert_eq!(one.member(&http::HeaderMap::new()), None);
+    fn tokens_are_keyed_and_name_no_address() {
+        let t = token(b"0123456789abcdef", "f", "10.0.0.2:80");
+        assert_eq!(t.len(), 22);
+        assert_eq!(t, token(b"0123456789abcdef", "f", "10.0.0.2:80"));
+        assert_ne!(t, token(b"fedcba9876543210", "f", "10.0.0.2:80"));
+        assert_ne!(t, token(b"0123456789abcdef", "g", "10.0.0.2:80"));
+        assert!(!t.contains("10.0.0.2"));
+        let [plain, secure] = set_cookie_values("farmgate_affinity", &t);
         assert!(
-            one.set_cookie(0, true)
-                .unwrap()
+            plain
                 .to_str()
                 .unwrap()
-                .ends_with("; Secure")
+                .starts_with(&format!("farmgate_affinity={t};"))
         );
+        assert!(secure.to_str().unwrap().ends_with("; Secure"));
+    }
+
+    #[test]
+    fn cookie_values_are_found_among_others() {
+        let h = cookie_header("x=1; farmgate_affinity=abc; y=\"2\"");
+        assert_eq!(
+            cookie_values(&h, "farmgate_affinity").collect::<Vec<_>>(),
+            ["abc"]
+        );
+        assert_eq!(cookie_values(&h, "y").collect::<Vec<_>>(), ["2"]);
+        assert_eq!(cookie_values(&h, "z").count(), 0);
     }
 
     #[test]

@@ -4,10 +4,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::config::FarmConfig;
 
@@ -47,18 +47,49 @@ impl MemberState {
 /// One farm member.
 #[derive(Debug)]
 pub struct Member {
+    /// The farm's name, for logs.
+    pub farm: Arc<str>,
     pub name: String,
     /// Lower-cased computer name or IP literal from the config.
     pub host: String,
     pub port: u16,
-    pub weight: u32,
+    weight: AtomicU32,
     /// The Host value that names this member: `host`, or `host:port` when the port is not 80.
     pub authority: http::HeaderValue,
     /// Resolved addresses in resolver order; connections try them in that order. Empty until the
     /// name resolves.
     addrs: ArcSwap<Vec<SocketAddr>>,
-    state: AtomicU8,
+    /// What operators asked for: active, draining or removed (the admin API's side).
+    admin: AtomicU8,
+    /// What the verifiers found: active (healthy), out of service or unable to verify.
+    health: AtomicU8,
+    /// Why the member is in its state, for logs and the admin API.
+    reason: ArcSwap<String>,
+    /// The affinity cookie that pins a client to this member.
+    pub affinity: MemberAffinity,
     pub stats: MemberStats,
+    /// The last health probe, if any has run.
+    pub last_probe: ArcSwapOption<ProbeRecord>,
+    /// Times of recent live-traffic failures (touched only when a request fails).
+    live_failures: std::sync::Mutex<std::collections::VecDeque<std::time::Instant>>,
+}
+
+/// A member's affinity cookie token and its Set-Cookie values (plain, and with `Secure`).
+#[derive(Debug)]
+pub struct MemberAffinity {
+    pub token: String,
+    pub set_cookie: [http::HeaderValue; 2],
+}
+
+/// What the last health probe of a member saw.
+#[derive(Debug, Clone)]
+pub struct ProbeRecord {
+    /// Milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    pub latency: Duration,
+    pub healthy: bool,
+    /// The verdict's reason, or the status seen.
+    pub detail: String,
 }
 
 /// Live counters of a member.
@@ -71,10 +102,34 @@ pub struct MemberStats {
     pub latency_ewma_us: AtomicU64,
     /// Body bytes to and from the member (requests by their Content-Length).
     pub bytes: AtomicU64,
+    pub probes: AtomicU64,
+    pub probe_failures: AtomicU64,
+    /// Probes slower than the response-time threshold (each raised an alert).
+    pub alerts: AtomicU64,
+}
+
+/// How a member is given to [`Member::new`].
+pub struct MemberSpec<'a> {
+    pub farm: &'a str,
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+    pub cookie_name: &'a str,
+    pub key: &'a [u8],
 }
 
 impl Member {
-    pub fn new(name: String, host: String, port: u16, weight: u32) -> Member {
+    pub fn new(spec: MemberSpec<'_>) -> Member {
+        let MemberSpec {
+            farm,
+            name,
+            host,
+            port,
+            weight,
+            cookie_name,
+            key,
+        } = spec;
         let bracketed = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -85,16 +140,26 @@ impl Member {
         } else {
             format!("{bracketed}:{port}")
         };
+        let token = crate::affinity::token(key, farm, &name);
         Member {
+            farm: Arc::from(farm),
             authority: http::HeaderValue::from_str(&authority)
                 .unwrap_or_else(|_| http::HeaderValue::from_static("invalid-member-name")),
+            affinity: MemberAffinity {
+                set_cookie: crate::affinity::set_cookie_values(cookie_name, &token),
+                token,
+            },
             name,
             host,
             port,
-            weight,
+            weight: AtomicU32::new(weight.max(1)),
             addrs: ArcSwap::from_pointee(Vec::new()),
-            state: AtomicU8::new(MemberState::Active as u8),
+            admin: AtomicU8::new(MemberState::Active as u8),
+            health: AtomicU8::new(MemberState::Active as u8),
+            reason: ArcSwap::from_pointee("in the config".to_string()),
             stats: MemberStats::default(),
+            last_probe: ArcSwapOption::empty(),
+            live_failures: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -106,12 +171,128 @@ impl Member {
         self.addrs.store(Arc::new(addrs));
     }
 
-    pub fn state(&self) -> MemberState {
-        MemberState::from_u8(self.state.load(Ordering::Relaxed))
+    pub fn has_addrs(&self) -> bool {
+        !self.addrs.load().is_empty()
     }
 
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Sets the weight (at least 1); effective on the next request.
+    pub fn set_weight(&self, w: u32) {
+        self.weight.store(w.max(1), Ordering::Relaxed);
+    }
+
+    /// The member's state: removed, then what the verifiers found, then draining, else active.
+    /// A draining member that fails its checks is out of service (its sessions move), and
+    /// draining again when it recovers.
+    pub fn state(&self) -> MemberState {
+        let admin = MemberState::from_u8(self.admin.load(Ordering::Relaxed));
+        let health = MemberState::from_u8(self.health.load(Ordering::Relaxed));
+        match (admin, health) {
+            (MemberState::Removed, _) => MemberState::Removed,
+            (_, MemberState::OutOfService | MemberState::UnableToVerify) => health,
+            (admin, _) => admin,
+        }
+    }
+
+    /// What operators asked for: active, draining or removed.
+    pub fn admin_state(&self) -> MemberState {
+        MemberState::from_u8(self.admin.load(Ordering::Relaxed))
+    }
+
+    /// What the verifiers found: active (healthy), out of service or unable to verify.
+    pub fn health_state(&self) -> MemberState {
+        MemberState::from_u8(self.health.load(Ordering::Relaxed))
+    }
+
+    pub fn reason(&self) -> Arc<String> {
+        self.reason.load_full()
+    }
+
+    /// Sets a state the way its owner would: active clears both sides (as a recovered, resumed
+    /// member); out of service and unable to verify are health states; draining and removed
+    /// are operator states. Logs the change with `reason`. Returns whether the state changed.
+    pub fn set_state_because(&self, s: MemberState, reason: &str) -> bool {
+        let before = self.state();
+        match s {
+            MemberState::Active => {
+                self.admin
+                    .store(MemberState::Active as u8, Ordering::Relaxed);
+                self.health
+                    .store(MemberState::Active as u8, Ordering::Relaxed);
+            }
+            MemberState::OutOfService | MemberState::UnableToVerify => {
+                self.health.store(s as u8, Ordering::Relaxed)
+            }
+            MemberState::Draining | MemberState::Removed => {
+                self.admin.store(s as u8, Ordering::Relaxed)
+            }
+        }
+        self.transitioned(before, reason)
+    }
+
+    /// The verifiers' verdict: healthy (`Active`), `OutOfService` or `UnableToVerify`; the
+    /// operator's side is untouched.
+    pub fn set_health(&self, s: MemberState, reason: &str) -> bool {
+        let before = self.state();
+        self.health.store(s as u8, Ordering::Relaxed);
+        self.transitioned(before, reason)
+    }
+
+    /// The operator's side: `Active` (resume), `Draining` or `Removed`.
+    pub fn set_admin(&self, s: MemberState, reason: &str) -> bool {
+        let before = self.state();
+        self.admin.store(s as u8, Ordering::Relaxed);
+        self.transitioned(before, reason)
+    }
+
+    fn transitioned(&self, before: MemberState, reason: &str) -> bool {
+        let after = self.state();
+        if after == before {
+            return false;
+        }
+        self.reason.store(Arc::new(reason.to_string()));
+        let (farm, member) = (&*self.farm, self.name.as_str());
+        let (from, to) = (before.as_str(), after.as_str());
+        if matches!(
+            after,
+            MemberState::OutOfService | MemberState::UnableToVerify
+        ) {
+            tracing::warn!(farm, member, from, to, reason, "member state changed");
+        } else {
+            tracing::info!(farm, member, from, to, reason, "member state changed");
+        }
+        true
+    }
+
+    /// Shorthand for tests and tools: [`Member::set_state_because`] with a generic reason.
     pub fn set_state(&self, s: MemberState) {
-        self.state.store(s as u8, Ordering::Relaxed);
+        self.set_state_because(s, "set directly");
+    }
+
+    /// Records one live-traffic failure; returns how many fell within `period`, this one included.
+    pub fn live_failure(&self, period: Duration) -> usize {
+        let now = std::time::Instant::now();
+        let Ok(mut times) = self.live_failures.lock() else {
+            return 0;
+        };
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > period)
+        {
+            times.pop_front();
+        }
+        times.push_back(now);
+        times.len()
+    }
+
+    /// Forgets live-traffic failures (the member was judged again).
+    pub fn clear_live_failures(&self) {
+        if let Ok(mut times) = self.live_failures.lock() {
+            times.clear();
+        }
     }
 
     /// Counts a request as started; the guard ends it and records latency and failure.
@@ -161,11 +342,22 @@ impl Drop for InFlight {
 #[derive(Debug)]
 pub struct Farm {
     pub name: String,
-    pub members: Vec<Arc<Member>>,
+    /// Members by index (what plugins name). Members are added at the end and never taken out
+    /// (a removed member stays, in state removed), so indexes stay valid.
+    members: ArcSwap<Vec<Arc<Member>>>,
     /// Where the search for the least busy member starts, so ties rotate.
     cursor: AtomicUsize,
     /// Member choices asked of the affinity chain so far: what round-robin policies rotate by.
     pub sequence: AtomicU64,
+    /// The affinity cookie's name.
+    pub cookie_name: String,
+    /// The affinity cookie signing key (for members added later).
+    key: Arc<[u8]>,
+    /// Minimum servers: a count and a percentage of the members that are not removed.
+    min_servers: usize,
+    min_servers_percent: u32,
+    /// Below the minimum, every member that is not removed takes requests again.
+    panic: AtomicBool,
 }
 
 /// Why a farm cannot take a request; becomes the body of the 503.
@@ -214,23 +406,142 @@ impl std::fmt::Display for Unavailable {
 }
 
 impl Farm {
-    pub fn new(config: &FarmConfig) -> Farm {
+    /// The farm of `config`, its affinity cookies signed with `key`.
+    pub fn new(config: &FarmConfig, key: &[u8]) -> Farm {
+        let members = config
+            .members
+            .iter()
+            .map(|m| {
+                Arc::new(Member::new(MemberSpec {
+                    farm: &config.name,
+                    name: m.name.clone(),
+                    host: m.host.clone(),
+                    port: m.port,
+                    weight: m.weight,
+                    cookie_name: &config.affinity_cookie,
+                    key,
+                }))
+            })
+            .collect();
         Farm {
             name: config.name.clone(),
-            members: config
-                .members
-                .iter()
-                .map(|m| {
-                    Arc::new(Member::new(
-                        m.name.clone(),
-                        m.host.clone(),
-                        m.port,
-                        m.weight,
-                    ))
-                })
-                .collect(),
+            members: ArcSwap::from_pointee(members),
             cursor: AtomicUsize::new(0),
             sequence: AtomicU64::new(0),
+            cookie_name: config.affinity_cookie.clone(),
+            key: Arc::from(key),
+            min_servers: config.health.min_servers,
+            min_servers_percent: config.health.min_servers_percent,
+            panic: AtomicBool::new(false),
+        }
+    }
+
+    /// The members now, by index.
+    pub fn members(&self) -> Arc<Vec<Arc<Member>>> {
+        self.members.load_full()
+    }
+
+    pub fn member(&self, name: &str) -> Option<Arc<Member>> {
+        self.members.load().iter().find(|m| m.name == name).cloned()
+    }
+
+    /// Adds a member at the end (its index is the old length). Refused when the name is taken
+    /// by a member that is not removed; a removed member of that name is replaced in place
+    /// (same index), so its old affinity cookies name the new one.
+    pub fn add_member(
+        &self,
+        name: String,
+        host: String,
+        port: u16,
+        weight: u32,
+    ) -> Result<Arc<Member>, String> {
+        let member = Arc::new(Member::new(MemberSpec {
+            farm: &self.name,
+            name,
+            host,
+            port,
+            weight,
+            cookie_name: &self.cookie_name,
+            key: &self.key,
+        }));
+        let current = self.members.load_full();
+        let mut next: Vec<Arc<Member>> = current.as_ref().clone();
+        match next.iter().position(|m| m.name == member.name) {
+            Some(i) if next[i].admin_state() != MemberState::Removed => {
+                return Err(format!(
+                    "farm \"{}\" already has a member named \"{}\"",
+                    self.name, member.name
+                ));
+            }
+            Some(i) => next[i] = Arc::clone(&member),
+            None if next.len() >= 64 => {
+                return Err(format!(
+                    "farm \"{}\" has 64 members, the most it can have",
+                    self.name
+                ));
+            }
+            None => next.push(Arc::clone(&member)),
+        }
+        // Admin operations are rare and serialised by the caller; a lost race only loses an add,
+        // which the compare-and-swap below detects.
+        let prev = self.members.compare_and_swap(&current, Arc::new(next));
+        if !Arc::ptr_eq(&prev, &current) {
+            return Err("the farm changed at the same moment; try again".into());
+        }
+        tracing::info!(farm = %self.name, member = %member.name, "member added");
+        Ok(member)
+    }
+
+    /// The member a request's genuine affinity cookie names.
+    pub fn sticky_member(&self, headers: &http::HeaderMap) -> Option<u32> {
+        let members = self.members.load();
+        crate::affinity::cookie_values(headers, &self.cookie_name).find_map(|v| {
+            members
+                .iter()
+                .position(|m| m.affinity.token == v && m.admin_state() != MemberState::Removed)
+                .map(|i| i as u32)
+        })
+    }
+
+    /// Whether the farm is below its minimum servers and so uses every member not removed.
+    pub fn in_panic(&self) -> bool {
+        self.panic.load(Ordering::Relaxed)
+    }
+
+    /// The state a member is treated as for requests: in panic mode, every member that is not
+    /// removed counts as active.
+    pub fn effective_state(&self, m: &Member) -> MemberState {
+        let s = m.state();
+        if s != MemberState::Removed && self.in_panic() {
+            MemberState::Active
+        } else {
+            s
+        }
+    }
+
+    /// Re-evaluates minimum servers after a state change; logs entering and leaving panic mode.
+    pub fn update_panic(&self) {
+        if self.min_servers == 0 && self.min_servers_percent == 0 {
+            return;
+        }
+        let members = self.members.load();
+        let listed = members
+            .iter()
+            .filter(|m| m.admin_state() != MemberState::Removed)
+            .count();
+        let active = members
+            .iter()
+            .filter(|m| m.state() == MemberState::Active)
+            .count();
+        let by_percent = (listed * self.min_servers_percent as usize).div_ceil(100);
+        let minimum = self.min_servers.max(by_percent);
+        let panic = active < minimum;
+        if self.panic.swap(panic, Ordering::Relaxed) != panic {
+            if panic {
+                tracing::warn!(farm = %self.name, active, minimum, "below minimum servers: every member that is not removed takes requests again");
+            } else {
+                tracing::info!(farm = %self.name, active, minimum, "back at minimum servers: members are used by their state again");
+            }
         }
     }
 
@@ -238,7 +549,8 @@ impl Farm {
     /// flight, skipping those in `tried` (a bit per member index); ties are broken by rotating
     /// the starting point, so equal members take turns.
     pub fn pick_least_current(&self, tried: u64) -> Result<Arc<Member>, Unavailable> {
-        let n = self.members.len();
+        let members = self.members.load();
+        let n = members.len();
         if n == 0 {
             return Err(self.unavailable(tried));
         }
@@ -249,8 +561,8 @@ impl Farm {
             if i < 64 && tried & (1 << i) != 0 {
                 continue;
             }
-            let m = &self.members[i];
-            if m.state() != MemberState::Active || m.addrs.load().is_empty() {
+            let m = &members[i];
+            if self.effective_state(m) != MemberState::Active || m.addrs.load().is_empty() {
                 continue;
             }
             let load = m.stats.in_flight.load(Ordering::Relaxed);
@@ -259,13 +571,14 @@ impl Farm {
             }
         }
         match best {
-            Some((i, _)) => Ok(Arc::clone(&self.members[i])),
+            Some((i, _)) => Ok(Arc::clone(&members[i])),
             None => Err(self.unavailable(tried)),
         }
     }
 
     pub fn index_of(&self, member: &Member) -> Option<usize> {
         self.members
+            .load()
             .iter()
             .position(|m| std::ptr::eq(m.as_ref(), member))
     }
@@ -273,8 +586,9 @@ impl Farm {
     fn unavailable(&self, tried: u64) -> Unavailable {
         let mut counts = [0usize; 5];
         let mut unresolved = Vec::new();
-        for m in &self.members {
-            let s = m.state();
+        let members = self.members.load();
+        for m in members.iter() {
+            let s = self.effective_state(m);
             counts[s as usize] += 1;
             if s == MemberState::Active && m.addrs.load().is_empty() {
                 unresolved.push(m.name.clone());
@@ -287,7 +601,7 @@ impl Farm {
             Unavailable::Unresolved { names: unresolved }
         } else {
             Unavailable::NoneOnline {
-                total: self.members.len(),
+                total: members.len(),
                 out_of_service: counts[MemberState::OutOfService as usize],
                 draining: counts[MemberState::Draining as usize],
                 unverified: counts[MemberState::UnableToVerify as usize],
@@ -302,29 +616,28 @@ mod tests {
     use crate::config::MemberConfig;
 
     fn farm(n: usize) -> Farm {
-        let f = Farm::new(&FarmConfig {
-            name: "f".into(),
-            members: (0..n)
-                .map(|i| MemberConfig {
-                    name: format!("m{i}"),
-                    host: "127.0.0.1".into(),
-                    port: 8000 + i as u16,
-                    weight: 1,
-                })
-                .collect(),
-            affinity: crate::config::Binding::Folder,
-            health_evaluation: crate::config::Binding::Folder,
-            balance: None,
-            hash_on: None,
-            affinity_mode: "none".into(),
-            affinity_cookie: "c".into(),
-            health: crate::config::HealthSettings {
-                statuses: "200-399".into(),
-                content_match: None,
-                response_time_threshold: Duration::from_secs(5),
+        let f = Farm::new(
+            &FarmConfig {
+                name: "f".into(),
+                members: (0..n)
+                    .map(|i| MemberConfig {
+                        name: format!("m{i}"),
+                        host: "127.0.0.1".into(),
+                        port: 8000 + i as u16,
+                        weight: 1,
+                    })
+                    .collect(),
+                affinity: crate::config::Binding::Folder,
+                health_evaluation: crate::config::Binding::Folder,
+                balance: None,
+                hash_on: None,
+                affinity_mode: "none".into(),
+                affinity_cookie: "c".into(),
+                health: crate::config::HealthSettings::default(),
             },
-        });
-        for m in &f.members {
+            b"test key",
+        );
+        for m in f.members().iter() {
             m.set_addrs(vec![SocketAddr::from(([127, 0, 0, 1], m.port))]);
         }
         f
@@ -340,8 +653,8 @@ mod tests {
         }
         assert_eq!(counts, [10, 10, 10]);
 
-        let _busy = f.members[0].begin();
-        let _busy2 = f.members[1].begin();
+        let _busy = f.members()[0].begin();
+        let _busy2 = f.members()[1].begin();
         for _ in 0..5 {
             assert_eq!(f.pick_least_current(0).unwrap().name, "m2");
         }
@@ -350,14 +663,14 @@ mod tests {
     #[test]
     fn tried_and_offline_members_are_skipped() {
         let f = farm(3);
-        f.members[1].set_state(MemberState::OutOfService);
+        f.members()[1].set_state(MemberState::OutOfService);
         assert_eq!(f.pick_least_current(0b001).unwrap().name, "m2");
         assert_eq!(
             f.pick_least_current(0b101).unwrap_err(),
             Unavailable::AllTried { tried: 2 }
         );
-        f.members[0].set_state(MemberState::Draining);
-        f.members[2].set_state(MemberState::OutOfService);
+        f.members()[0].set_state(MemberState::Draining);
+        f.members()[2].set_state(MemberState::OutOfService);
         let e = f.pick_least_current(0).unwrap_err();
         assert_eq!(
             e,
@@ -374,9 +687,9 @@ mod tests {
     #[test]
     fn unresolved_members_are_named() {
         let f = farm(2);
-        f.members[0].set_addrs(Vec::new());
+        f.members()[0].set_addrs(Vec::new());
         assert_eq!(f.pick_least_current(0).unwrap().name, "m1");
-        f.members[1].set_addrs(Vec::new());
+        f.members()[1].set_addrs(Vec::new());
         assert_eq!(
             f.pick_least_current(0).unwrap_err(),
             Unavailable::Unresolved {
@@ -388,7 +701,8 @@ mod tests {
     #[test]
     fn in_flight_guard_and_ewma() {
         let f = farm(1);
-        let m = &f.members[0];
+        let members = f.members();
+        let m = &members[0];
         {
             let _g = m.begin();
             assert_eq!(m.stats.in_flight.load(Ordering::Relaxed), 1);

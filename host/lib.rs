@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod farm;
 pub mod headers;
+pub mod health;
 pub mod plugin_tool;
 pub mod plugins;
 pub mod policy;

@@ -114,14 +114,14 @@ pub fn farm_view(farm: &Farm, sticky: Option<u32>) -> FarmView {
     FarmView {
         name: farm.name.clone(),
         members: farm
-            .members
+            .members()
             .iter()
             .enumerate()
             .map(|(i, m)| MemberView {
                 id: i as u32,
                 name: m.name.clone(),
-                weight: m.weight,
-                state: match m.state() {
+                weight: m.weight(),
+                state: match farm.effective_state(m) {
                     MemberState::Active => MemberStateView::Active,
                     MemberState::OutOfService => MemberStateView::OutOfService,
                     MemberState::Draining => MemberStateView::Draining,
@@ -191,9 +191,16 @@ pub async fn choose(
             Ok(AffinityDecision::Pass) => {}
             Ok(AffinityDecision::Member(choice)) => {
                 let index = choice.id as usize;
-                let member = &farm.members[index];
-                let usable = matches!(member.state(), MemberState::Active | MemberState::Draining)
-                    && !member.addrs().is_empty();
+                let members = farm.members();
+                let Some(member) = members.get(index) else {
+                    // A member added since the view was made cannot have been chosen; the
+                    // runtime checked the id against the view.
+                    return Ok(None);
+                };
+                let usable = matches!(
+                    farm.effective_state(member),
+                    MemberState::Active | MemberState::Draining
+                ) && member.has_addrs();
                 if usable {
                     return Ok(Some(Chosen {
                         member: Arc::clone(member),

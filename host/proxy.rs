@@ -18,7 +18,6 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::access_log::{AccessLog, AccessRecord};
-use crate::affinity::AffinityCookie;
 use crate::body::{Completion, ProxyBody, ReqBody};
 use crate::config::{Config, RuleConfig};
 use crate::error::ProxyError;
@@ -39,8 +38,6 @@ pub struct Generation {
     rule_hosts: Vec<Option<HeaderValue>>,
     /// This proxy's `Via` entries.
     via: headers::Via,
-    /// Per farm, its affinity cookie (name, member tokens).
-    pub affinity: Vec<AffinityCookie>,
     /// Per rule, whether the built-in plugins have anything to do for it: URL rewrite rules for
     /// the router, something to map for link translation. Where they have not, they are not
     /// asked (they would pass), which saves a plugin call per request.
@@ -54,7 +51,7 @@ impl Generation {
         let farms = config
             .farms
             .iter()
-            .map(|f| Arc::new(Farm::new(f)))
+            .map(|f| Arc::new(Farm::new(f, &config.proxy.affinity_key.bytes)))
             .collect();
         let rule_hosts = config
             .rules
@@ -66,11 +63,6 @@ impl Generation {
             })
             .collect();
         let via = headers::Via::new(&config.proxy.via);
-        let affinity = config
-            .farms
-            .iter()
-            .map(|f| AffinityCookie::new(f, &config.proxy.affinity_key.bytes))
-            .collect();
         let builtin_router = config
             .rules
             .iter()
@@ -89,7 +81,6 @@ impl Generation {
             farms,
             rule_hosts,
             via,
-            affinity,
             builtin_router,
             builtin_links,
         }
@@ -261,8 +252,7 @@ impl Proxy {
                 &parts, conn, generation, rule_idx, host_str,
             ));
         }
-        let cookie = &generation.affinity[farm_idx];
-        let sticky = cookie.member(&parts.headers);
+        let sticky = farm.sticky_member(&parts.headers);
         let head_only = parts.method == Method::HEAD;
         let request_bytes = parts
             .headers
@@ -323,7 +313,7 @@ impl Proxy {
             };
             let (member, pin) = match chosen {
                 Some(c) => {
-                    let pin = (c.stick && sticky != Some(c.index as u32)).then_some(c.index);
+                    let pin = c.stick && sticky != Some(c.index as u32);
                     (c.member, pin)
                 }
                 None => (
@@ -332,7 +322,7 @@ impl Proxy {
                             farm: farm.name.clone(),
                             reason,
                         })?,
-                    None,
+                    false,
                 ),
             };
             if per_member_host {
@@ -354,11 +344,19 @@ impl Proxy {
                     let (mut parts, body) = resp.into_parts();
                     headers::remove_hop_by_hop(&mut parts.headers);
                     generation.via.append(&mut parts.headers, parts.version);
-                    if let Some(index) = pin
-                        && let Some(v) = cookie.set_cookie(index, conn.proto == "https")
-                    {
-                        parts.headers.append(header::SET_COOKIE, v);
+                    if pin {
+                        let secure = usize::from(conn.proto == "https");
+                        parts.headers.append(
+                            header::SET_COOKIE,
+                            member.affinity.set_cookie[secure].clone(),
+                        );
                     }
+                    crate::health::live_traffic(
+                        farm,
+                        &member,
+                        &generation.config.farms[farm_idx].health,
+                        Some(parts.status),
+                    );
                     let mut log = log.take();
                     if let Some(l) = log.as_mut() {
                         l.status = parts.status.as_u16();
@@ -396,10 +394,16 @@ impl Proxy {
                         .stats
                         .failures
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    crate::health::live_traffic(
+                        farm,
+                        &member,
+                        &generation.config.farms[farm_idx].health,
+                        None,
+                    );
                     if let Some(i) = farm.index_of(&member).filter(|i| *i < 64) {
                         tried |= 1 << i;
                     }
-                    if retries_left == 0 || farm.members.len() <= tried.count_ones() as usize {
+                    if retries_left == 0 || farm.members().len() <= tried.count_ones() as usize {
                         return Err(ProxyError::Connect {
                             farm: farm.name.clone(),
                             member: member.name.clone(),
@@ -415,6 +419,12 @@ impl Proxy {
                         .stats
                         .failures
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    crate::health::live_traffic(
+                        farm,
+                        &member,
+                        &generation.config.farms[farm_idx].health,
+                        None,
+                    );
                     return Err(e);
                 }
             }

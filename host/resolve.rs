@@ -12,11 +12,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use crate::farm::Farm;
 
+/// Shared by every user (clones share the host table).
 #[derive(Debug, Clone, Default)]
 pub struct Resolver {
-    hosts: Arc<HashMap<String, Vec<IpAddr>>>,
+    hosts: Arc<ArcSwap<HashMap<String, Vec<IpAddr>>>>,
 }
 
 /// Where an answer came from; names from the system resolver are the only ones that can change.
@@ -30,8 +33,13 @@ pub enum Source {
 impl Resolver {
     pub fn new(hosts: HashMap<String, Vec<IpAddr>>) -> Resolver {
         Resolver {
-            hosts: Arc::new(hosts),
+            hosts: Arc::new(ArcSwap::from_pointee(hosts)),
         }
+    }
+
+    /// Replaces the static host table (keys lower-case); the next lookups use it.
+    pub fn set_hosts(&self, hosts: HashMap<String, Vec<IpAddr>>) {
+        self.hosts.store(Arc::new(hosts));
     }
 
     /// Answers from the literal or host table without I/O.
@@ -40,7 +48,7 @@ impl Resolver {
             return Some((vec![SocketAddr::new(ip, port)], Source::Literal));
         }
         let key = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
-        self.hosts.get(&key).map(|ips| {
+        self.hosts.load().get(&key).map(|ips| {
             (
                 ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
                 Source::HostTable,
@@ -74,7 +82,7 @@ impl Resolver {
     pub async fn resolve_farms(&self, farms: &[Arc<Farm>]) -> usize {
         let mut failed = 0;
         for farm in farms {
-            for m in &farm.members {
+            for m in farm.members().iter() {
                 match self.resolve(&m.host, m.port).await {
                     Ok((addrs, source)) => {
                         let old = m.addrs();
@@ -99,17 +107,10 @@ impl Resolver {
         failed
     }
 
-    /// Re-resolves system-resolved names every `interval` until the task is dropped.
+    /// Resolves every member again every `interval` until the task is dropped (literal and
+    /// host-table answers cost no I/O; system names may have changed).
     pub async fn refresh_loop(self, farms: Vec<Arc<Farm>>, interval: Duration) {
-        let dynamic: Vec<Arc<Farm>> = farms
-            .into_iter()
-            .filter(|f| {
-                f.members
-                    .iter()
-                    .any(|m| self.resolve_static(&m.host, m.port).is_none())
-            })
-            .collect();
-        if dynamic.is_empty() || interval.is_zero() {
+        if interval.is_zero() {
             return;
         }
         let mut tick = tokio::time::interval(interval);
@@ -117,7 +118,7 @@ impl Resolver {
         tick.tick().await;
         loop {
             tick.tick().await;
-            self.resolve_farms(&dynamic).await;
+            self.resolve_farms(&farms).await;
         }
     }
 }

@@ -36,6 +36,8 @@ pub enum StartError {
     Plugins(crate::plugins::RuntimeError),
     #[error("{0}")]
     Builtin(String),
+    #[error("health checks: {0}")]
+    Health(String),
     #[error("cannot watch the plugin folder {dir}: {source}")]
     PluginFolder {
         dir: std::path::PathBuf,
@@ -46,6 +48,10 @@ pub enum StartError {
 /// A started farmgate.
 pub struct Running {
     pub proxy: Arc<Proxy>,
+    /// Member name resolution (its host table can be replaced).
+    pub resolver: Resolver,
+    /// The connectivity verifiers.
+    pub health: Arc<crate::health::HealthChecker>,
     listeners: Vec<(String, SocketAddr)>,
     samples: Vec<(String, SocketAddr)>,
     shutdown: watch::Sender<bool>,
@@ -79,6 +85,7 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.serving.await;
+        self.health.stop();
         for t in self.background {
             t.abort();
         }
@@ -158,6 +165,13 @@ pub async fn start_with_listeners(
             crate::config::defaults::AFFINITY_KEY_ENV
         );
     }
+    let health = crate::health::HealthChecker::start(
+        &config,
+        &generation.farms,
+        Arc::clone(&plugins),
+        resolver.clone(),
+    )
+    .map_err(StartError::Health)?;
     let proxy = Arc::new(Proxy::new(
         generation,
         Arc::clone(&pool),
@@ -166,7 +180,11 @@ pub async fn start_with_listeners(
     ));
 
     background.extend([
-        tokio::spawn(resolver.refresh_loop(farms, settings.resolve_interval)),
+        tokio::spawn(
+            resolver
+                .clone()
+                .refresh_loop(farms, settings.resolve_interval),
+        ),
         tokio::spawn(Arc::clone(&pool).reap_loop()),
     ]);
 
@@ -188,6 +206,8 @@ pub async fn start_with_listeners(
     ));
     Ok(Running {
         proxy,
+        resolver,
+        health,
         listeners: addrs,
         samples: Vec::new(),
         shutdown: tx,

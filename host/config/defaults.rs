@@ -95,3 +95,30 @@ pub const LINK_CONTENT_TYPES: &[&str] = &[
     "application/json",
     "application/xml",
 ];
+
+/// How often a connectivity verifier checks each member (TMG: every 30 s).
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long a check may take before it fails (TMG: 5000 ms).
+pub const HEALTH_TIMEOUT: Duration = Duration::from_millis(5000);
+
+/// Consecutive failed checks before a member goes out of service, and passed checks before it
+/// returns (TMG acts on one).
+pub const HEALTH_DOWN_AFTER: u32 = 1;
+pub const HEALTH_UP_AFTER: u32 = 1;
+
+/// HTTP check method.
+pub const HEALTH_METHOD: &str = "GET";
+
+/// Live traffic test: the statuses that count as failures (ARR's default list is 500-599).
+pub const LIVE_FAILURE_STATUSES: &str = "500-599";
+
+/// Live traffic test: failures within the failover period that take a member out; 0 turns the
+/// test off, as ARR ships it.
+pub const LIVE_MAX_FAILURES: u32 = 0;
+
+/// Live traffic test: the window failures are counted in.
+pub const LIVE_FAILOVER_PERIOD: Duration = Duration::from_secs(30);
+
+/// Body bytes of a probe response handed to health evaluation.
+pub const PROBE_BODY_PREFIX: usize = 4096;

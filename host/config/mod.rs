@@ -282,12 +282,66 @@ pub struct FarmConfig {
     pub health: HealthSettings,
 }
 
-/// How a probe's response is judged (ARR's explicit health test).
+/// Health of a farm's members: the connectivity verifier, how its answers are judged (ARR's
+/// explicit health test), the live traffic test and minimum servers.
 #[derive(Debug, Clone)]
 pub struct HealthSettings {
     pub statuses: String,
     pub content_match: Option<String>,
     pub response_time_threshold: Duration,
+    pub check: Check,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub down_after: u32,
+    pub up_after: u32,
+    pub alert_webhook: Option<http::Uri>,
+    pub live_failure_statuses: Vec<(u16, u16)>,
+    /// 0: the live traffic test is off.
+    pub live_max_failures: u32,
+    pub live_failover_period: Duration,
+    pub min_servers: usize,
+    pub min_servers_percent: u32,
+}
+
+/// A connectivity verifier (TMG's three kinds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    None,
+    /// GET or HEAD of a URL whose `*` is the member's name; no port in the URL means the
+    /// member's port.
+    Http {
+        url: String,
+        host_header: Option<String>,
+        head: bool,
+    },
+    /// A TCP connection to the port (`None`: the member's port).
+    Tcp {
+        port: Option<u16>,
+    },
+    /// An ICMP echo.
+    Ping,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            statuses: defaults::HEALTH_STATUSES.to_string(),
+            content_match: None,
+            response_time_threshold: defaults::RESPONSE_TIME_THRESHOLD,
+            check: Check::None,
+            interval: defaults::HEALTH_INTERVAL,
+            timeout: defaults::HEALTH_TIMEOUT,
+            down_after: defaults::HEALTH_DOWN_AFTER,
+            up_after: defaults::HEALTH_UP_AFTER,
+            alert_webhook: None,
+            live_failure_statuses: parse_status_ranges(defaults::LIVE_FAILURE_STATUSES)
+                .unwrap_or_default(),
+            live_max_failures: defaults::LIVE_MAX_FAILURES,
+            live_failover_period: defaults::LIVE_FAILOVER_PERIOD,
+            min_servers: 0,
+            min_servers_percent: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -953,10 +1007,156 @@ impl Validator<'_> {
             }
             Some(t) => t.get_ref().0,
         };
+        let src = self.source;
+        let dur = |d: &Option<Spanned<raw::Dur>>, what: &str, default: Duration| match d {
+            None => Ok(default),
+            Some(t) if t.get_ref().0 < Duration::from_millis(1) => {
+                Err(src.error(t, format!("{key}.{what}"), "must be at least 1ms"))
+            }
+            Some(t) => Ok(t.get_ref().0),
+        };
+        let interval = dur(&h.interval, "interval", defaults::HEALTH_INTERVAL)?;
+        let timeout = dur(&h.timeout, "timeout", defaults::HEALTH_TIMEOUT)?;
+        let live_failover_period = dur(
+            &h.live_failover_period,
+            "live_failover_period",
+            defaults::LIVE_FAILOVER_PERIOD,
+        )?;
+        let count = |c: &Option<Spanned<u32>>, what: &str, default: u32| match c {
+            None => Ok(default),
+            Some(n) if *n.get_ref() == 0 => {
+                Err(src.error(n, format!("{key}.{what}"), "must be at least 1"))
+            }
+            Some(n) => Ok(*n.get_ref()),
+        };
+        let down_after = count(&h.down_after, "down_after", defaults::HEALTH_DOWN_AFTER)?;
+        let up_after = count(&h.up_after, "up_after", defaults::HEALTH_UP_AFTER)?;
+        let kind = h
+            .check
+            .as_ref()
+            .map(|c| c.get_ref().trim().to_ascii_lowercase())
+            .unwrap_or_else(|| "none".into());
+        let check = match kind.as_str() {
+            "none" => Check::None,
+            "http" => {
+                let Some(url) = &h.url else {
+                    let at = h.check.as_ref().map(|c| c.span()).unwrap_or(0..0);
+                    let (line, column) = src.line_col(at.start);
+                    return Err(ConfigError {
+                        file: src.origin.to_string(),
+                        line,
+                        column,
+                        key: format!("{key}.url"),
+                        message: "check = \"http\" needs a url such as \"http://*/status.htm\""
+                            .into(),
+                    });
+                };
+                let text = url.get_ref().trim();
+                let probe = text.replacen('*', "member.invalid", 1);
+                let parsed: Result<http::Uri, _> = probe.parse();
+                let ok = parsed
+                    .as_ref()
+                    .is_ok_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
+                if !ok {
+                    return Err(src.error(
+                        url,
+                        format!("{key}.url"),
+                        "must be an http:// URL; `*` stands for the member's name, e.g. \"http://*/status.htm\"",
+                    ));
+                }
+                let head = match &h.method {
+                    None => false,
+                    Some(m) => match m.get_ref().trim().to_ascii_uppercase().as_str() {
+                        "GET" => false,
+                        "HEAD" => true,
+                        _ => {
+                            return Err(src.error(
+                                m,
+                                format!("{key}.method"),
+                                "must be GET or HEAD",
+                            ));
+                        }
+                    },
+                };
+                let host_header = match &h.host_header {
+                    Some(v)
+                        if http::HeaderValue::from_str(v.get_ref()).is_err()
+                            || v.get_ref().is_empty() =>
+                    {
+                        return Err(src.error(
+                            v,
+                            format!("{key}.host_header"),
+                            "is not a valid Host value",
+                        ));
+                    }
+                    v => v.as_ref().map(|v| v.get_ref().clone()),
+                };
+                Check::Http {
+                    url: text.to_string(),
+                    host_header,
+                    head,
+                }
+            }
+            "tcp" => Check::Tcp { port: h.port },
+            "ping" => Check::Ping,
+            _ => {
+                let c = h
+                    .check
+                    .as_ref()
+                    .expect("a kind other than none came from the file");
+                return Err(src.error(
+                    c,
+                    format!("{key}.check"),
+                    format!(
+                        "\"{}\" is not a check; use none, http, tcp or ping",
+                        c.get_ref()
+                    ),
+                ));
+            }
+        };
+        let alert_webhook = match &h.alert_webhook {
+            None => None,
+            Some(u) => {
+                let uri: http::Uri =
+                    u.get_ref().trim().parse().map_err(|_| {
+                        src.error(u, format!("{key}.alert_webhook"), "is not a URL")
+                    })?;
+                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                    return Err(src.error(
+                        u,
+                        format!("{key}.alert_webhook"),
+                        "must be an http:// URL",
+                    ));
+                }
+                Some(uri)
+            }
+        };
+        let live_failure_statuses = match &h.live_failure_statuses {
+            None => parse_status_ranges(defaults::LIVE_FAILURE_STATUSES).unwrap_or_default(),
+            Some(s) => parse_status_ranges(s.get_ref())
+                .map_err(|m| src.error(s, format!("{key}.live_failure_statuses"), m))?,
+        };
+        let min_servers_percent = match &h.min_servers_percent {
+            Some(p) if *p.get_ref() > 100 => {
+                return Err(src.error(p, format!("{key}.min_servers_percent"), "must be 0..=100"));
+            }
+            p => p.as_ref().map(|p| *p.get_ref()).unwrap_or(0),
+        };
         Ok(HealthSettings {
             statuses,
             content_match: h.content_match.clone().filter(|m| !m.is_empty()),
             response_time_threshold,
+            check,
+            interval,
+            timeout,
+            down_after,
+            up_after,
+            alert_webhook,
+            live_failure_statuses,
+            live_max_failures: h.live_max_failures.unwrap_or(defaults::LIVE_MAX_FAILURES),
+            live_failover_period,
+            min_servers: h.min_servers.unwrap_or(0),
+            min_servers_percent,
         })
     }
 

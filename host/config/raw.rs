@@ -207,6 +207,32 @@ pub struct RawHealth {
     pub content_match: Option<String>,
     /// Slower responses count as unhealthy.
     pub response_time_threshold: Option<Spanned<Dur>>,
+    /// The connectivity verifier: `none`, `http`, `tcp` or `ping`.
+    pub check: Option<Spanned<String>>,
+    /// HTTP check: the URL, `*` standing for the member's name.
+    pub url: Option<Spanned<String>>,
+    /// HTTP check: a Host header other than the URL's.
+    pub host_header: Option<Spanned<String>>,
+    /// HTTP check: `GET` or `HEAD`.
+    pub method: Option<Spanned<String>>,
+    /// TCP check: the port (the member's own when absent).
+    pub port: Option<u16>,
+    pub interval: Option<Spanned<Dur>>,
+    pub timeout: Option<Spanned<Dur>>,
+    /// Consecutive failed checks before a member goes out of service.
+    pub down_after: Option<Spanned<u32>>,
+    /// Consecutive passed checks before it comes back.
+    pub up_after: Option<Spanned<u32>>,
+    /// Where alerts are POSTed (a member missing the response-time threshold).
+    pub alert_webhook: Option<Spanned<String>>,
+    /// Live traffic test: statuses that count as failures.
+    pub live_failure_statuses: Option<Spanned<String>>,
+    /// Live traffic test: failures within the period that take a member out (0: off).
+    pub live_max_failures: Option<u32>,
+    pub live_failover_period: Option<Spanned<Dur>>,
+    /// Minimum servers: a count, and a percentage of the members.
+    pub min_servers: Option<usize>,
+    pub min_servers_percent: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -96,14 +96,14 @@ async fn least_current_request_takes_turns_and_avoids_busy_members() {
     eventually("a request is in flight", || {
         proxy
             .farm("farm")
-            .members
+            .members()
             .iter()
             .any(|m| m.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed) == 1)
     })
     .await;
     let busy = proxy
         .farm("farm")
-        .members
+        .members()
         .iter()
         .find(|m| m.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed) == 1)
         .map(|m| m.name.clone())
@@ -160,7 +160,7 @@ async fn weighted_total_traffic_balances_bytes_by_weight() {
     assert!(count(&counts, "a").abs_diff(20) <= 1, "{counts:?}");
     let farm = proxy.farm("farm");
     let bytes: Vec<u64> = farm
-        .members
+        .members()
         .iter()
         .map(|m| m.stats.bytes.load(std::sync::atomic::Ordering::Relaxed))
         .collect();
@@ -236,7 +236,7 @@ async fn hashing_is_consistent_and_moves_only_the_keys_of_a_removed_member() {
         assert_eq!(r.header("x-backend"), Some(member.as_str()));
     }
     // b leaves: only b's keys move.
-    proxy.farm("farm").members[1].set_state(MemberState::OutOfService);
+    proxy.farm("farm").members()[1].set_state(MemberState::OutOfService);
     for (path, member) in &first {
         let now = client.get("www.example.com", path).await;
         let now = now.header("x-backend").unwrap_or("");
@@ -310,14 +310,14 @@ async fn cookie_affinity_sticks_fails_over_and_stays_after_return() {
     assert_eq!(new_members, ["a", "b", "c"]);
 
     // Home goes out of service: the client moves and gets a new cookie.
-    let home_idx = farm.members.iter().position(|m| m.name == home).unwrap();
-    farm.members[home_idx].set_state(MemberState::OutOfService);
+    let home_idx = farm.members().iter().position(|m| m.name == home).unwrap();
+    farm.members()[home_idx].set_state(MemberState::OutOfService);
     let moved = get_with_cookie(&mut client, Some(&cookie)).await;
     let new_home = moved.header("x-backend").unwrap().to_string();
     assert_ne!(new_home, home);
     let new_cookie = affinity_cookie(&moved).expect("the cookie is rewritten on failover");
     // Home returns; the client stays where it moved (TMG).
-    farm.members[home_idx].set_state(MemberState::Active);
+    farm.members()[home_idx].set_state(MemberState::Active);
     for _ in 0..5 {
         let r = get_with_cookie(&mut client, Some(&new_cookie)).await;
         assert_eq!(r.header("x-backend"), Some(new_home.as_str()));
@@ -398,7 +398,7 @@ async fn draining_under_cookie_affinity_keeps_sessions_and_takes_no_new_ones() {
         }
     }
     let on_a = on_a.expect("round robin gave a a session");
-    farm.members[0].set_state(MemberState::Draining);
+    farm.members()[0].set_state(MemberState::Draining);
     for _ in 0..5 {
         let r = get_with_cookie(&mut client, Some(&on_a)).await;
         assert_eq!(
@@ -454,7 +454,7 @@ async fn client_ip_affinity_spreads_failover_evenly_and_returns_clients() {
     let on_b: Vec<&String> = clients.iter().filter(|ip| home[*ip] == "b").collect();
     assert!(on_b.len() >= 30, "{} of 150 on b", on_b.len());
     // b fails: its clients spread over a and c; nobody else moves.
-    farm.members[1].set_state(MemberState::OutOfService);
+    farm.members()[1].set_state(MemberState::OutOfService);
     let mut moved_to: HashMap<String, usize> = HashMap::new();
     for ip in &clients {
         let now = get_as(&mut client, ip).await;
@@ -471,12 +471,12 @@ async fn client_ip_affinity_spreads_failover_evenly_and_returns_clients() {
         "failover spread unevenly: {moved_to:?}"
     );
     // b recovers: its clients return.
-    farm.members[1].set_state(MemberState::Active);
+    farm.members()[1].set_state(MemberState::Active);
     for ip in &on_b {
         assert_eq!(get_as(&mut client, ip).await, "b");
     }
     // Draining: b gets no requests at all under client-IP affinity.
-    farm.members[1].set_state(MemberState::Draining);
+    farm.members()[1].set_state(MemberState::Draining);
     for ip in &on_b {
         assert_ne!(get_as(&mut client, ip).await, "b");
     }

@@ -231,7 +231,7 @@ async fn no_matching_rule_is_404() {
 async fn farm_without_available_member_is_503_naming_the_farm() {
     let backend = Backend::start("b").await;
     let proxy = Proxy::start(&simple_config(&[&backend], "", "retry_after = \"7s\"")).await;
-    proxy.farm("farm").members[0].set_state(MemberState::OutOfService);
+    proxy.farm("farm").members()[0].set_state(MemberState::OutOfService);
     let a = get_once(proxy.addr, "h", "/").await;
     assert_eq!(a.status, 503);
     assert_eq!(a.header("retry-after"), Some("7"));
@@ -257,7 +257,7 @@ async fn refused_connections_go_to_another_member_then_502() {
     assert_eq!(live.requests(), 6);
     let dead = proxy
         .farm("farm")
-        .members
+        .members()
         .iter()
         .find(|m| m.name == "dead")
         .cloned()

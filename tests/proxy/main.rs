@@ -5,6 +5,7 @@ mod builtins;
 mod config_files;
 mod examples;
 mod forwarding;
+mod health;
 mod lifecycle;
 mod plugin_cli;
 mod plugins;

@@ -69,6 +69,8 @@ pub struct Backend {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     gate: Arc<Notify>,
     pub first_chunk: Arc<Notify>,
+    /// What `/health` answers: 200 while true, 503 otherwise.
+    pub healthy: Arc<std::sync::atomic::AtomicBool>,
     /// The accept loop and every connection task, so dropping the backend closes them all.
     tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
@@ -114,8 +116,10 @@ impl Backend {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Notify::new());
         let first_chunk = Arc::new(Notify::new());
+        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let state = Arc::new(State {
             name: name.to_string(),
+            healthy: Arc::clone(&healthy),
             delay,
             seen: Arc::clone(&seen),
             gate: Arc::clone(&gate),
@@ -151,8 +155,13 @@ impl Backend {
             seen,
             gate,
             first_chunk,
+            healthy,
             tasks,
         }
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
     }
 
     pub fn port(&self) -> u16 {
@@ -179,6 +188,7 @@ impl Backend {
 
 struct State {
     name: String,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
     /// Simulated slowness of this member (not synchronisation: nothing waits on it).
     delay: Duration,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -262,6 +272,22 @@ impl State {
                 if enc != "identity" {
                     h.insert("content-encoding", enc.parse().unwrap());
                 }
+                r
+            }
+            "/health" => {
+                let mut r = text(format!("{} health", self.name));
+                if !self.healthy.load(Ordering::SeqCst) {
+                    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                }
+                r
+            }
+            "/status" => {
+                let code = query
+                    .get("code")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(200);
+                let mut r = text(self.name.clone());
+                *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
                 r
             }
             "/moved" => {
