@@ -4,6 +4,7 @@
 //! owns one concern and says at its top what it must not do; `ARCHITECTURE.md` has the map.
 
 pub mod access_log;
+pub mod admin;
 pub mod affinity;
 pub mod body;
 pub mod builtin;

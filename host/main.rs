@@ -192,6 +192,9 @@ fn run(path: Option<&Path>) -> ExitCode {
         for (name, addr) in running.listeners() {
             tracing::info!(listener = %name, "farmgate is serving: point a browser at http://{}/", browsable(*addr));
         }
+        if let Some(addr) = running.admin {
+            tracing::info!("the farm dashboard is at http://{}/dashboard", browsable(addr));
+        }
         stop.await;
         tracing::info!("shutting down: no new connections; in-flight requests may finish");
         running.shutdown().await;

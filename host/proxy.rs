@@ -130,6 +130,11 @@ impl Proxy {
         }
     }
 
+    /// Access log lines dropped because the writer fell behind.
+    pub fn access_log_dropped(&self) -> u64 {
+        self.access_log.dropped()
+    }
+
     pub fn generation(&self) -> Arc<Generation> {
         self.generation.load_full()
     }

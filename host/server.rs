@@ -52,6 +52,10 @@ pub struct Running {
     pub resolver: Resolver,
     /// The connectivity verifiers.
     pub health: Arc<crate::health::HealthChecker>,
+    /// Where the admin listener is bound, if there is one.
+    pub admin: Option<SocketAddr>,
+    /// What the admin API's `/ready` reports.
+    ready: Arc<std::sync::atomic::AtomicBool>,
     listeners: Vec<(String, SocketAddr)>,
     samples: Vec<(String, SocketAddr)>,
     shutdown: watch::Sender<bool>,
@@ -83,6 +87,8 @@ impl Running {
     /// Stops accepting, waits for in-flight requests up to the configured grace period, then
     /// stops the background tasks.
     pub async fn shutdown(self) {
+        self.ready
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         let _ = self.serving.await;
         self.health.stop();
@@ -198,16 +204,46 @@ pub async fn start_with_listeners(
         addrs.push((config.listeners[*i].name.clone(), addr));
     }
     let (tx, rx) = watch::channel(false);
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut admin_addr = None;
+    if let Some(bind) = config.admin.bind {
+        let listener = TcpListener::bind(bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "the admin listener".into(),
+                addr: bind,
+                source,
+            })?;
+        admin_addr = listener.local_addr().ok();
+        let admin = Arc::new(crate::admin::Admin {
+            proxy: Arc::clone(&proxy),
+            health: Arc::clone(&health),
+            resolver: resolver.clone(),
+            token: config.admin.token.clone(),
+            ready: Arc::clone(&ready),
+        });
+        background.push(tokio::spawn(crate::admin::serve(
+            admin,
+            listener,
+            rx.clone(),
+        )));
+        if let Some(a) = admin_addr {
+            tracing::info!(addr = %a, "admin listener");
+        }
+    }
     let serving = tokio::spawn(serve(
         Arc::clone(&proxy),
         listeners,
         rx,
         settings.shutdown_grace,
     ));
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(Running {
         proxy,
         resolver,
         health,
+        admin: admin_addr,
+        ready,
         listeners: addrs,
         samples: Vec::new(),
         shutdown: tx,

@@ -122,3 +122,6 @@ pub const LIVE_FAILOVER_PERIOD: Duration = Duration::from_secs(30);
 
 /// Body bytes of a probe response handed to health evaluation.
 pub const PROBE_BODY_PREFIX: usize = 4096;
+
+/// The environment variable holding the admin API's bearer token.
+pub const ADMIN_TOKEN_ENV: &str = "FARMGATE_ADMIN_TOKEN";

@@ -40,6 +40,25 @@ pub struct Config {
     pub farms: Vec<FarmConfig>,
     pub sample_servers: Vec<SampleServerConfig>,
     pub plugins: PluginSettings,
+    pub admin: AdminSettings,
+}
+
+/// The admin listener.
+#[derive(Clone, Default)]
+pub struct AdminSettings {
+    /// `None`: no admin listener.
+    pub bind: Option<SocketAddr>,
+    /// The bearer token every API call must carry; required off loopback.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("bind", &self.bind)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 /// The plugin runtime's settings and each plugin's own.
@@ -867,10 +886,12 @@ impl Validator<'_> {
         }
 
         let plugins = self.plugins(raw.plugins)?;
+        let admin = self.admin(raw.admin, &binds)?;
 
         Ok(Config {
             origin: src.origin.to_string(),
             plugins,
+            admin,
             proxy,
             access_log,
             listeners,
@@ -878,6 +899,58 @@ impl Validator<'_> {
             rules,
             farms,
             sample_servers,
+        })
+    }
+
+    fn admin(
+        &self,
+        raw: raw::RawAdmin,
+        binds: &BTreeMap<SocketAddr, String>,
+    ) -> Result<AdminSettings, ConfigError> {
+        let src = self.source;
+        let Some(b) = raw.bind.filter(|b| !b.get_ref().trim().is_empty()) else {
+            return Ok(AdminSettings::default());
+        };
+        let bind = parse_socket_addr(&b).map_err(|m| src.error(&b, "admin.bind", m))?;
+        if bind.port() != 0
+            && let Some(other) = binds.get(&bind)
+        {
+            return Err(src.error(
+                &b,
+                "admin.bind",
+                format!("{bind} is already used by {other}"),
+            ));
+        }
+        let var = raw
+            .token_env
+            .as_ref()
+            .map(|e| e.get_ref().clone())
+            .unwrap_or_else(|| defaults::ADMIN_TOKEN_ENV.to_string());
+        let token = match std::env::var(&var) {
+            Ok(v) if !v.is_empty() => Some(v),
+            _ => match &raw.token {
+                Some(t) if t.get_ref().len() < 16 => {
+                    return Err(src.error(
+                        t,
+                        "admin.token",
+                        "is too short; use at least 16 characters",
+                    ));
+                }
+                t => t.as_ref().map(|t| t.get_ref().clone()),
+            },
+        };
+        if token.is_none() && !bind.ip().is_loopback() {
+            return Err(src.error(
+                &b,
+                "admin.bind",
+                format!(
+                    "the admin listener on {bind} is reachable from other hosts, so it needs a bearer token: set {var} (or admin.token)"
+                ),
+            ));
+        }
+        Ok(AdminSettings {
+            bind: Some(bind),
+            token,
         })
     }
 

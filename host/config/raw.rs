@@ -30,6 +30,20 @@ pub struct RawConfig {
     pub sample_servers: Vec<RawSampleServer>,
     #[serde(default)]
     pub plugins: RawPlugins,
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+/// `[admin]`: the admin API, metrics and dashboard listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Where the admin listener binds; absent: no admin listener.
+    pub bind: Option<Spanned<String>>,
+    /// The bearer token, inline (prefer `token_env`).
+    pub token: Option<Spanned<String>>,
+    /// The environment variable holding the bearer token.
+    pub token_env: Option<Spanned<String>>,
 }
 
 /// `[plugins]`: the plugin runtime and each plugin's settings.

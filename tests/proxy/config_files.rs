@@ -86,6 +86,25 @@ fn the_default_config_states_the_defaults() {
     assert_eq!(f.health.statuses, d::HEALTH_STATUSES);
     assert_eq!(f.health.content_match, None);
     assert_eq!(f.health.response_time_threshold, d::RESPONSE_TIME_THRESHOLD);
+    let h = &f.health;
+    assert_eq!(
+        (h.interval, h.timeout),
+        (d::HEALTH_INTERVAL, d::HEALTH_TIMEOUT)
+    );
+    assert_eq!(
+        (h.down_after, h.up_after),
+        (d::HEALTH_DOWN_AFTER, d::HEALTH_UP_AFTER)
+    );
+    assert_eq!(h.live_max_failures, d::LIVE_MAX_FAILURES);
+    assert_eq!(h.live_failover_period, d::LIVE_FAILOVER_PERIOD);
+    assert_eq!(
+        h.live_failure_statuses,
+        farmgate::config::parse_status_ranges(d::LIVE_FAILURE_STATUSES).unwrap()
+    );
+    assert!(matches!(
+        &h.check,
+        farmgate::config::Check::Http { head: false, .. }
+    ));
     let r = &c.rules[0];
     assert_eq!(r.links.enabled, d::TRANSLATE_LINKS);
     assert_eq!(r.links.content_types, d::LINK_CONTENT_TYPES);

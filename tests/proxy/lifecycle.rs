@@ -11,7 +11,9 @@ async fn default_config_on_free_ports(plugin_dir: &std::path::Path) -> String {
     let mut text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/farmgate.toml"))
             .unwrap();
-    text = text.replace("bind = \"127.0.0.1:8080\"", "bind = \"127.0.0.1:0\"");
+    text = text
+        .replace("bind = \"127.0.0.1:8080\"", "bind = \"127.0.0.1:0\"")
+        .replace("bind = \"127.0.0.1:9090\"", "bind = \"127.0.0.1:0\"");
     for old in [8081, 8082, 8083] {
         let new = closed_port().await;
         text = text

@@ -1,6 +1,7 @@
 //! Integration tests: the real proxy and real backends on 127.0.0.1 ephemeral ports, driven by a
 //! real HTTP client. One test binary for all of them, to keep build time down.
 
+mod admin;
 mod builtins;
 mod config_files;
 mod examples;
