@@ -40,6 +40,7 @@ pub struct Admin {
     pub proxy: Arc<Proxy>,
     pub health: Arc<HealthChecker>,
     pub resolver: Resolver,
+    pub reloader: Arc<crate::reload::Reloader>,
     pub token: Option<String>,
     /// True while farmgate serves; false before start-up ends and once shutdown begins.
     pub ready: Arc<AtomicBool>,
@@ -173,6 +174,10 @@ impl Admin {
                 json_response(StatusCode::OK, &self.plugins_json())
             }
             (Method::GET, ["api", "pool"]) => json_response(StatusCode::OK, &self.pool_json()),
+            (Method::POST, ["api", "reload"]) => match self.reloader.reload().await {
+                Ok(summary) => json_response(StatusCode::OK, &json!({ "reloaded": summary })),
+                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+            },
             (Method::POST, ["api", "farms", farm, "members"]) => {
                 let body = match read_json(req).await {
                     Ok(v) => v,

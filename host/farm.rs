@@ -408,10 +408,44 @@ impl std::fmt::Display for Unavailable {
 impl Farm {
     /// The farm of `config`, its affinity cookies signed with `key`.
     pub fn new(config: &FarmConfig, key: &[u8]) -> Farm {
+        Farm::carrying(config, key, None)
+    }
+
+    /// The farm of `config`, keeping the members of `previous` (the same farm in the config
+    /// before a reload) that still exist with the same host, port and cookie: their state
+    /// (draining, removed, health), statistics and addresses carry over. A weight changed in
+    /// the config applies; otherwise a weight set at run time stays.
+    pub fn carrying(
+        config: &FarmConfig,
+        key: &[u8],
+        previous: Option<(&Farm, &FarmConfig)>,
+    ) -> Farm {
         let members = config
             .members
             .iter()
             .map(|m| {
+                let kept = previous.and_then(|(farm, old_config)| {
+                    let old = farm.member(&m.name)?;
+                    let same = old.host == m.host
+                        && old.port == m.port
+                        && farm.cookie_name == config.affinity_cookie
+                        && *farm.key == *key;
+                    if !same {
+                        return None;
+                    }
+                    let old_weight = old_config
+                        .members
+                        .iter()
+                        .find(|o| o.name == m.name)
+                        .map(|o| o.weight);
+                    if old_weight != Some(m.weight) {
+                        old.set_weight(m.weight);
+                    }
+                    Some(old)
+                });
+                if let Some(kept) = kept {
+                    return kept;
+                }
                 Arc::new(Member::new(MemberSpec {
                     farm: &config.name,
                     name: m.name.clone(),

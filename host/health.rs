@@ -49,12 +49,28 @@ impl HealthChecker {
             resolver,
             tasks: std::sync::Mutex::new(Vec::new()),
         });
+        checker.watch_all(config, farms);
+        Ok(checker)
+    }
+
+    /// Starts verifying every member of `farms` (configured by `config`).
+    fn watch_all(&self, config: &Config, farms: &[Arc<Farm>]) {
         for (farm, fc) in farms.iter().zip(&config.farms) {
             for member in farm.members().iter() {
-                checker.watch(Arc::clone(farm), Arc::clone(member), fc);
+                self.watch(Arc::clone(farm), Arc::clone(member), fc);
             }
         }
-        Ok(checker)
+    }
+
+    /// After a config reload: the verifiers of the old generation stop, those of the new one
+    /// start (members that persist keep their state; only their check counters start over).
+    pub fn replace(&self, config: &Config, farms: &[Arc<Farm>]) -> Result<(), String> {
+        if let Some(f) = config.farms.iter().find(|f| f.health.check == Check::Ping) {
+            ping_available().map_err(|e| format!("farm \"{}\": {e}", f.name))?;
+        }
+        self.stop();
+        self.watch_all(config, farms);
+        Ok(())
     }
 
     /// Starts verifying one member (at start, or when the admin API adds one). Nothing happens

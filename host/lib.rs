@@ -18,6 +18,7 @@ pub mod plugins;
 pub mod policy;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 pub mod resolve;
 pub mod routing;
 pub mod sample;

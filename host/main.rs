@@ -181,6 +181,7 @@ fn run(path: Option<&Path>) -> ExitCode {
         // Listen for signals before announcing anything, so a signal sent as soon as the
         // start-up line appears is never missed.
         let stop = stop_signal();
+        let mut hangups = reload_signal();
         tracing::info!("{}", config.summary());
         let running = match farmgate::start(config).await {
             Ok(r) => r,
@@ -195,7 +196,15 @@ fn run(path: Option<&Path>) -> ExitCode {
         if let Some(addr) = running.admin {
             tracing::info!("the farm dashboard is at http://{}/dashboard", browsable(addr));
         }
+        let reloader = std::sync::Arc::clone(&running.reloader);
+        let reloads = tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = reloader.reload().await;
+            }
+        });
         stop.await;
+        reloads.abort();
         tracing::info!("shutting down: no new connections; in-flight requests may finish");
         running.shutdown().await;
         tracing::info!("stopped");
@@ -210,6 +219,32 @@ fn browsable(addr: std::net::SocketAddr) -> String {
     } else {
         addr.to_string()
     }
+}
+
+/// SIGHUP, once per signal (a closed channel where there are no signals).
+fn reload_signal() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        if tx.send(()).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload through the admin API")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the

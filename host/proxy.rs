@@ -47,11 +47,25 @@ pub struct Generation {
 
 impl Generation {
     pub fn new(config: Arc<Config>) -> Generation {
+        Generation::carrying(config, None)
+    }
+
+    /// The generation of `config`, carrying over from `previous` the members that persist
+    /// (see [`Farm::carrying`]).
+    pub fn carrying(config: Arc<Config>, previous: Option<&Generation>) -> Generation {
         let routes = RouteTable::new(&config);
         let farms = config
             .farms
             .iter()
-            .map(|f| Arc::new(Farm::new(f, &config.proxy.affinity_key.bytes)))
+            .map(|f| {
+                let before = previous.and_then(|p| {
+                    let i = p.config.farms.iter().position(|o| o.name == f.name)?;
+                    Some((p.farms[i].as_ref(), &p.config.farms[i]))
+                });
+                let farm = Farm::carrying(f, &config.proxy.affinity_key.bytes, before);
+                farm.update_panic();
+                Arc::new(farm)
+            })
             .collect();
         let rule_hosts = config
             .rules
@@ -128,6 +142,11 @@ impl Proxy {
             access_log,
             plugins,
         }
+    }
+
+    /// Swaps in a new generation: requests in flight finish on the one they loaded.
+    pub fn install(&self, generation: Generation) {
+        self.generation.store(Arc::new(generation));
     }
 
     /// Access log lines dropped because the writer fell behind.

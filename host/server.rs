@@ -52,6 +52,8 @@ pub struct Running {
     pub resolver: Resolver,
     /// The connectivity verifiers.
     pub health: Arc<crate::health::HealthChecker>,
+    /// Applies a changed config file.
+    pub reloader: Arc<crate::reload::Reloader>,
     /// Where the admin listener is bound, if there is one.
     pub admin: Option<SocketAddr>,
     /// What the admin API's `/ready` reports.
@@ -203,6 +205,21 @@ pub async fn start_with_listeners(
         })?;
         addrs.push((config.listeners[*i].name.clone(), addr));
     }
+    let config_file = Some(std::path::PathBuf::from(&config.origin))
+        .filter(|p| config.origin != crate::config::DEFAULT_CONFIG_NAME && p.is_file());
+    let reloader = crate::reload::Reloader::new(
+        config_file,
+        Arc::clone(&proxy),
+        Arc::clone(&health),
+        resolver.clone(),
+    );
+    match reloader.watch() {
+        Ok(Some(task)) => background.push(task),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or the admin API")
+        }
+    }
     let (tx, rx) = watch::channel(false);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut admin_addr = None;
@@ -219,6 +236,7 @@ pub async fn start_with_listeners(
             proxy: Arc::clone(&proxy),
             health: Arc::clone(&health),
             resolver: resolver.clone(),
+            reloader: Arc::clone(&reloader),
             token: config.admin.token.clone(),
             ready: Arc::clone(&ready),
         });
@@ -242,6 +260,7 @@ pub async fn start_with_listeners(
         proxy,
         resolver,
         health,
+        reloader,
         admin: admin_addr,
         ready,
         listeners: addrs,

@@ -89,7 +89,7 @@ impl Default for PluginSettings {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PluginConfig {
     pub fail_closed: bool,
     /// The settings table as JSON, handed to the plugin's `init`.

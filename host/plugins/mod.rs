@@ -53,7 +53,7 @@ pub use bindings::farmgate::plugin::types::{
 
 use crate::config::{Binding, PluginConfig, PluginSettings};
 
-pub use watch::watch_folder;
+pub use watch::{rescan, watch_folder};
 
 /// The `farmgate:plugin` package version this host speaks. Components built against another
 /// minor version (for 0.x) are refused with a message naming both.
@@ -344,6 +344,12 @@ impl Runtime {
 
     pub fn plugins(&self) -> Arc<PluginSet> {
         self.set.load_full()
+    }
+
+    /// Replaces the runtime settings (a config reload); plugins whose own config changed are
+    /// loaded again by the next folder scan.
+    pub fn set_settings(&self, settings: PluginSettings) {
+        self.settings.store(Arc::new(settings));
     }
 
     pub fn settings(&self) -> Arc<PluginSettings> {

@@ -111,8 +111,11 @@ fn rescan_blocking(runtime: &Runtime, dir: &Path) {
             }
         };
         let hash = hex(&Sha256::digest(&bytes));
+        let settings = runtime.settings();
+        let config = settings.config.get(name).cloned().unwrap_or_default();
         if let Some(old) = old
             && old.hash == hash
+            && old.config == config
         {
             next.push(Arc::clone(old));
             continue;

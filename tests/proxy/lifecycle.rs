@@ -124,7 +124,7 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
 }
 
 #[test]
-fn the_binary_runs_a_config_and_stops_on_sigterm() {
+fn the_binary_runs_a_config_reloads_on_sighup_and_stops_on_sigterm() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = rt.block_on(default_config_on_free_ports(&dir.path().join("plugins.d")));
@@ -142,17 +142,33 @@ fn the_binary_runs_a_config_and_stops_on_sigterm() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = lines
-        .by_ref()
-        .take(50)
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.split("point a browser at ")
-                .nth(1)
-                .map(|u| u.split('"').next().unwrap_or("").to_string())
-        })
-        .expect("start-up line naming the URL");
+    // Log lines arrive on a channel, so every wait for one is bounded.
+    let (tx, log) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| -> String {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line containing {needle:?}"),
+            }
+        }
+    };
+    let line = wait_for("point a browser at ");
+    let url = line
+        .split("point a browser at ")
+        .nth(1)
+        .map(|u| u.split('"').next().unwrap_or("").to_string())
+        .unwrap();
     let port: u16 = url
         .trim_end_matches('/')
         .rsplit(':')
@@ -162,6 +178,15 @@ fn the_binary_runs_a_config_and_stops_on_sigterm() {
         .unwrap();
     let a = rt.block_on(get_once(([127, 0, 0, 1], port).into(), "localhost", "/"));
     assert_eq!(a.status, 200);
+
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_for("config reloaded");
+    let a = rt.block_on(get_once(([127, 0, 0, 1], port).into(), "localhost", "/"));
+    assert_eq!(a.status, 200, "still serving after the reload");
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

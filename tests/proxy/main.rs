@@ -11,4 +11,5 @@ mod lifecycle;
 mod plugin_cli;
 mod plugins;
 mod pool;
+mod reload;
 mod support;

@@ -1,0 +1,194 @@
+//! Config hot reload: the file is read, parsed and validated completely, then a new
+//! [`Generation`] is built and swapped in at once. Requests in flight finish on the generation
+//! they loaded; members that persist keep their runtime state (drain, removal, health,
+//! counters); the built-in plugins get their new settings; the verifiers restart on the new
+//! farms. A file that does not validate is refused with its file, line and key, and the running
+//! config keeps serving.
+//!
+//! Triggers: the config file changing on disk (watched, debounced), SIGHUP (the binary), and
+//! `POST /api/reload` on the admin listener. Reloads are serialised.
+//!
+//! What a reload cannot change while running is refused with a clear message (listeners,
+//! sample servers, the admin listener, the plugin folder, worker threads, the access log).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+
+use crate::config::Config;
+use crate::health::HealthChecker;
+use crate::proxy::{Generation, Proxy};
+use crate::resolve::Resolver;
+
+/// Quiet time after the last file event before the config is read (editors write in steps).
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Applies new configs to a running farmgate.
+pub struct Reloader {
+    /// The config file; `None` when farmgate runs on the embedded default.
+    pub path: Option<PathBuf>,
+    proxy: Arc<Proxy>,
+    health: Arc<HealthChecker>,
+    resolver: Resolver,
+    /// One reload at a time.
+    lock: tokio::sync::Mutex<()>,
+    /// Reloads applied, and refused.
+    pub applied: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+impl Reloader {
+    pub fn new(
+        path: Option<PathBuf>,
+        proxy: Arc<Proxy>,
+        health: Arc<HealthChecker>,
+        resolver: Resolver,
+    ) -> Arc<Reloader> {
+        Arc::new(Reloader {
+            path,
+            proxy,
+            health,
+            resolver,
+            lock: tokio::sync::Mutex::new(()),
+            applied: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// Reads the config file again and applies it; on any error the running config stays and
+    /// the error (file:line:col: key: message) is logged and returned.
+    pub async fn reload(&self) -> Result<String, String> {
+        let _one = self.lock.lock().await;
+        let result = match &self.path {
+            None => Err(
+                "farmgate runs on its embedded default config; there is no file to reload"
+                    .to_string(),
+            ),
+            Some(path) => match Config::load(path) {
+                Ok(config) => self.apply(config).await,
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        match &result {
+            Ok(summary) => {
+                self.applied.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("config reloaded: {summary}");
+            }
+            Err(e) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "config reload refused; the running config stays");
+            }
+        }
+        result
+    }
+
+    async fn apply(&self, mut config: Config) -> Result<String, String> {
+        let old = self.proxy.generation();
+        let before = &old.config;
+        let unchanged = |what: &str, same: bool| {
+            if same {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}: {what} changed, which needs a restart; nothing was applied",
+                    config.origin
+                ))
+            }
+        };
+        let listeners = |c: &Config| -> Vec<(String, std::net::SocketAddr)> {
+            c.listeners
+                .iter()
+                .map(|l| (l.name.clone(), l.bind))
+                .collect()
+        };
+        unchanged("listeners", listeners(&config) == listeners(before))?;
+        unchanged(
+            "sample_servers",
+            config
+                .sample_servers
+                .iter()
+                .map(|s| (&s.name, s.bind))
+                .eq(before.sample_servers.iter().map(|s| (&s.name, s.bind))),
+        )?;
+        unchanged(
+            "admin",
+            config.admin.bind == before.admin.bind && config.admin.token == before.admin.token,
+        )?;
+        unchanged("plugins.dir", config.plugins.dir == before.plugins.dir)?;
+        unchanged(
+            "proxy.worker_threads",
+            config.proxy.worker_threads == before.proxy.worker_threads,
+        )?;
+        unchanged(
+            "access_log",
+            config.access_log.path == before.access_log.path
+                && config.access_log.format == before.access_log.format,
+        )?;
+        // A key made up at start stays: a new random key would orphan every affinity cookie.
+        if config.proxy.affinity_key.source == "random"
+            && before.proxy.affinity_key.source == "random"
+        {
+            config.proxy.affinity_key = before.proxy.affinity_key.clone();
+        }
+        let config = Arc::new(config);
+        let runtime = &self.proxy.plugins;
+        runtime.set_settings(config.plugins.clone());
+        crate::builtin::install(runtime, &config).await?;
+        self.resolver.set_hosts(config.hosts.clone());
+        let generation = Generation::carrying(Arc::clone(&config), Some(&old));
+        self.resolver.resolve_farms(&generation.farms).await;
+        let farms = generation.farms.clone();
+        self.health.replace(&config, &farms)?;
+        self.proxy.install(generation);
+        if let Some(dir) = &config.plugins.dir {
+            crate::plugins::rescan(runtime, dir).await;
+        }
+        Ok(config
+            .summary()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// Watches the config file (its directory, since editors replace files by renaming) and
+    /// reloads after changes settle. Ends when the returned task is aborted.
+    pub fn watch(self: &Arc<Self>) -> std::io::Result<Option<tokio::task::JoinHandle<()>>> {
+        let Some(path) = self.path.clone() else {
+            return Ok(None);
+        };
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let name = path.file_name().map(|n| n.to_os_string());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(e) = event
+                    && !matches!(e.kind, notify::EventKind::Access(_))
+                    && e.paths
+                        .iter()
+                        .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+                {
+                    let _ = tx.send(());
+                }
+            })
+            .map_err(std::io::Error::other)?;
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(std::io::Error::other)?;
+        let me = Arc::clone(self);
+        Ok(Some(tokio::spawn(async move {
+            let _watcher = watcher;
+            while rx.recv().await.is_some() {
+                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                let _ = me.reload().await;
+            }
+        })))
+    }
+}

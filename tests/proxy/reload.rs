@@ -1,0 +1,184 @@
+//! Config hot reload through the real proxy: an edited file is swapped in, an invalid one is
+//! refused with its line while the old config serves, member state persists, requests in flight
+//! finish on their generation, and what needs a restart is refused whole.
+
+use std::path::Path;
+
+use farmgate::farm::MemberState;
+
+use crate::support::*;
+
+/// Writes `text` as the config file the way editors and tools should: elsewhere, then renamed.
+fn write_config(path: &Path, text: &str) {
+    let tmp = path.with_extension("toml.partial");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A running farmgate on a config file, and the file.
+async fn start_on_file(dir: &Path, text: &str) -> (Proxy, std::path::PathBuf) {
+    let path = dir.join("farmgate.toml");
+    write_config(&path, text);
+    let config = farmgate::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let running = farmgate::start(config).await.expect("starts");
+    let addr = running.listeners()[0].1;
+    (
+        Proxy {
+            running: Some(running),
+            addr,
+        },
+        path,
+    )
+}
+
+async fn served_by(client: &mut Client) -> String {
+    let a = client.get("www.example.com", "/").await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.header("x-backend").unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn an_edited_file_is_swapped_in() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, path) = start_on_file(dir.path(), &simple_config(&[&a], "", "")).await;
+    let mut client = Client::connect(proxy.addr).await;
+    assert_eq!(served_by(&mut client).await, "a");
+    write_config(&path, &simple_config(&[&b], "", ""));
+    bounded("the new config serves", async {
+        while served_by(&mut client).await != "b" {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        proxy
+            .running()
+            .reloader
+            .applied
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1
+    );
+    for _ in 0..5 {
+        assert_eq!(served_by(&mut client).await, "b");
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_file_is_refused_with_its_line_and_the_old_config_serves() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = simple_config(&[&a], "", "");
+    let (proxy, path) = start_on_file(dir.path(), &good).await;
+    let reloader = proxy.running().reloader.clone();
+    let bad = good.replace("farm = \"farm\"", "farm = \"missing\"");
+    let line = bad.lines().position(|l| l.contains("\"missing\"")).unwrap() + 1;
+    write_config(&path, &bad);
+    let err = reloader.reload().await.expect_err("refused");
+    assert!(
+        err.contains(&format!("farmgate.toml:{line}:")) && err.contains("rules[0].farm"),
+        "{err}"
+    );
+    let mut client = Client::connect(proxy.addr).await;
+    assert_eq!(served_by(&mut client).await, "a");
+    // What needs a restart is refused whole, naming it.
+    write_config(&path, &good.replace("name = \"web\"", "name = \"www\""));
+    let err = reloader.reload().await.expect_err("refused");
+    assert!(
+        err.contains("listeners changed, which needs a restart"),
+        "{err}"
+    );
+    assert_eq!(served_by(&mut client).await, "a");
+}
+
+#[tokio::test]
+async fn member_state_and_counters_persist_across_a_reload() {
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, path) = start_on_file(dir.path(), &simple_config(&[&a, &b], "", "")).await;
+    let mut client = Client::connect(proxy.addr).await;
+    for _ in 0..4 {
+        served_by(&mut client).await;
+    }
+    let b_member = proxy.farm("farm").member("b").unwrap();
+    b_member.set_admin(MemberState::Draining, "drained for the test");
+    write_config(&path, &simple_config(&[&a, &b, &c], "", ""));
+    proxy.running().reloader.reload().await.expect("reloads");
+    let farm = proxy.farm("farm");
+    assert_eq!(farm.members().len(), 3);
+    let b_now = farm.member("b").unwrap();
+    assert_eq!(
+        b_now.state(),
+        MemberState::Draining,
+        "drain survives the reload"
+    );
+    assert_eq!(
+        b_now
+            .stats
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    for _ in 0..6 {
+        assert_ne!(served_by(&mut client).await, "b");
+    }
+    // A member whose address changed is a new member.
+    write_config(
+        &path,
+        &simple_config(&[&a, &c], "", "").replace("name = \"c\"", "name = \"b\""),
+    );
+    proxy.running().reloader.reload().await.expect("reloads");
+    assert_eq!(
+        proxy.farm("farm").member("b").unwrap().state(),
+        MemberState::Active
+    );
+}
+
+#[tokio::test]
+async fn requests_in_flight_finish_on_the_generation_they_started_on() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, path) = start_on_file(dir.path(), &simple_config(&[&a], "", "")).await;
+    let addr = proxy.addr;
+    let held = tokio::spawn(async move { get_once(addr, "www.example.com", "/hold").await });
+    eventually("the request reached a", || a.requests() == 1).await;
+    write_config(&path, &simple_config(&[&b], "", ""));
+    proxy.running().reloader.reload().await.expect("reloads");
+    let mut client = Client::connect(proxy.addr).await;
+    assert_eq!(served_by(&mut client).await, "b");
+    a.open_gate();
+    let answer = bounded("held request", held).await.unwrap();
+    assert_eq!(
+        (answer.status.as_u16(), answer.text().as_str()),
+        (200, "released")
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_reloads_and_reports_errors() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = simple_config(&[&a], "", "") + "[admin]\nbind = \"127.0.0.1:0\"\n";
+    let (proxy, path) = start_on_file(dir.path(), &text).await;
+    let admin = proxy.running().admin.unwrap();
+    let post = |addr| async move {
+        let req = http::Request::post("/api/reload")
+            .header("host", "admin")
+            .body(empty())
+            .unwrap();
+        Client::connect(addr).await.request(req).await
+    };
+    let r = post(admin).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    write_config(
+        &path,
+        &text.replace("[proxy]", "[proxy]\nconnect_timeout = \"ten\""),
+    );
+    let r = post(admin).await;
+    assert_eq!(r.status, 422);
+    assert!(r.text().contains("invalid duration"), "{}", r.text());
+}
