@@ -323,6 +323,7 @@ mod tests {
                 content_match: None,
                 response_time_threshold: Duration::from_secs(5),
             },
+            upstream: Default::default(),
         });
         for m in &f.members {
             m.set_addrs(vec![SocketAddr::from(([127, 0, 0, 1], m.port))]);

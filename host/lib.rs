@@ -6,11 +6,13 @@
 pub mod access_log;
 pub mod affinity;
 pub mod body;
+pub mod bridge;
 pub mod builtin;
 pub mod config;
 pub mod error;
 pub mod farm;
 pub mod headers;
+pub mod https;
 pub mod plugin_tool;
 pub mod plugins;
 pub mod policy;
@@ -21,7 +23,9 @@ pub mod routing;
 pub mod sample;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod translate;
+pub mod upgrade;
 
 pub use config::{Config, ConfigError};
 pub use server::{Running, StartError, start};
