@@ -108,6 +108,9 @@ pub struct Peer {
     idle: Mutex<Vec<Idle>>,
     /// The HTTP/2 connection every request to this key shares, while it is open.
     shared: Mutex<Option<http2::SendRequest<ReqBody>>>,
+    /// Held while an HTTP/2 key opens its connection, so requests that arrive meanwhile wait
+    /// for it instead of each opening their own.
+    opening: tokio::sync::Mutex<()>,
     max_idle: usize,
     pub opened: AtomicU64,
     pub reused: AtomicU64,
@@ -188,6 +191,7 @@ impl Pool {
             key: key.clone(),
             idle: Mutex::new(Vec::new()),
             shared: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
             max_idle: self.settings.max_idle_per_peer,
             opened: AtomicU64::new(0),
             reused: AtomicU64::new(0),
@@ -203,17 +207,20 @@ impl Pool {
     /// open, else an idle HTTP/1.1 one if a live one is pooled, else a new one.
     pub async fn checkout(&self, key: &PeerKey, route: &Route) -> Result<Pooled, ConnectError> {
         let peer = self.peer(key);
-        if key.http2
-            && let Some(mut sender) = peer.shared_h2()
-            && sender.ready().await.is_ok()
-        {
-            peer.reused.fetch_add(1, Ordering::Relaxed);
-            return Ok(Pooled {
-                sender: Sender::H2(sender),
-                peer,
-                reused: true,
-            });
-        }
+        let holder = Arc::clone(&peer);
+        let _opening = if key.http2 {
+            if let Some(p) = Self::shared(&peer).await {
+                return Ok(p);
+            }
+            let guard = holder.opening.lock().await;
+            // Another request may have opened it while this one waited.
+            if let Some(p) = Self::shared(&peer).await {
+                return Ok(p);
+            }
+            Some(guard)
+        } else {
+            None
+        };
         while let Some(sender) = peer.take_idle(self.settings.idle_timeout) {
             let mut sender = Sender::H1(sender);
             // A connection returned as its last response ended may need a moment before the
@@ -228,6 +235,18 @@ impl Pool {
             }
         }
         self.connect(peer, route).await
+    }
+
+    /// The key's shared HTTP/2 connection, when one is open and ready.
+    async fn shared(peer: &Arc<Peer>) -> Option<Pooled> {
+        let mut sender = peer.shared_h2()?;
+        sender.ready().await.ok()?;
+        peer.reused.fetch_add(1, Ordering::Relaxed);
+        Some(Pooled {
+            sender: Sender::H2(sender),
+            peer: Arc::clone(peer),
+            reused: true,
+        })
     }
 
     /// A new connection, bypassing idle ones (used after a pooled one turned out stale).

@@ -300,13 +300,23 @@ impl CertStore {
             Ok(set) => {
                 self.current.store(Arc::new(set));
                 self.reloads.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(listener = %self.listener, certificates = self.sources.len(), "certificates reloaded");
                 Reloaded::Swapped
             }
-            Err(e) => {
-                tracing::error!(listener = %self.listener, error = %e, "certificates not reloaded; the previous ones stay in use");
-                Reloaded::Failed(e)
-            }
+            Err(e) => Reloaded::Failed(e),
+        }
+    }
+
+    fn log(&self, outcome: &Reloaded) {
+        match outcome {
+            Reloaded::Unchanged => {}
+            Reloaded::Swapped => tracing::info!(
+                listener = %self.listener, certificates = self.sources.len(),
+                "certificates reloaded; new connections get them"
+            ),
+            Reloaded::Failed(e) => tracing::error!(
+                listener = %self.listener, error = %e,
+                "certificates not reloaded; the previous ones stay in use"
+            ),
         }
     }
 
@@ -369,7 +379,9 @@ impl CertStore {
                 while let Ok(Some(())) = tokio::time::timeout(RELOAD_DEBOUNCE, rx.recv()).await {}
                 let s = Arc::clone(&store);
                 // Reading files and parsing keys is blocking work.
-                let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+                if let Ok(outcome) = tokio::task::spawn_blocking(move || s.reload()).await {
+                    store.log(&outcome);
+                }
             }
         }))
     }
