@@ -302,3 +302,104 @@ fn parse_verify(s: &str) -> Option<TlsVerify> {
 pub(super) fn duration(d: &Option<Spanned<raw::Dur>>, default: Duration) -> Duration {
     d.as_ref().map(|d| d.get_ref().0).unwrap_or(default)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    fn config(farm_extra: &str, rule_extra: &str) -> String {
+        format!(
+            r#"
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+
+[[farms]]
+name = "f"
+members = [{{ host = "web1.internal" }}]
+{farm_extra}
+
+[[rules]]
+name = "r"
+public_names = ["*"]
+farm = "f"
+{rule_extra}
+"#
+        )
+    }
+
+    fn err(text: &str) -> ConfigError {
+        Config::parse(text, "t.toml").expect_err("config should be refused")
+    }
+
+    #[test]
+    fn https_farms_default_to_port_443_and_member_name_checks() {
+        let c = Config::parse(&config("scheme = \"https\"", ""), "t.toml").unwrap();
+        let f = &c.farms[0];
+        assert_eq!(f.members[0].port, 443);
+        assert!(f.upstream.https && !f.upstream.http2);
+        assert_eq!(f.upstream.verify, TlsVerify::MemberName);
+        let c = Config::parse(&config("", ""), "t.toml").unwrap();
+        assert_eq!(c.farms[0].members[0].port, 80);
+        assert!(!c.farms[0].upstream.https);
+    }
+
+    #[test]
+    fn farm_tls_keys_are_checked() {
+        let e = err(&config("scheme = \"ftp\"", ""));
+        assert_eq!((e.line, e.key.as_str()), (9, "farms[0].scheme"));
+        let e = err(&config("tls_verify = \"maybe\"", ""));
+        assert_eq!(e.key, "farms[0].tls_verify");
+        assert!(
+            e.message
+                .contains("member-name, internal-site-name or none"),
+            "{e}"
+        );
+        let e = err(&config("tls_ca_file = \"/nonexistent/ca.pem\"", ""));
+        assert_eq!(e.key, "farms[0].tls_ca_file");
+        assert!(e.message.contains("cannot read /nonexistent/ca.pem"), "{e}");
+        // Checking against the internal site name needs one on every rule of the farm.
+        let by_site = "scheme = \"https\"\ntls_verify = \"internal-site-name\"";
+        let e = err(&config(by_site, ""));
+        assert_eq!((e.line, e.key.as_str()), (15, "rules[0].farm"));
+        assert!(e.message.contains("no internal_site_name"), "{e}");
+        Config::parse(
+            &config(by_site, "internal_site_name = \"intranet.test\""),
+            "t.toml",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn rule_https_keys() {
+        let c = Config::parse(
+            &config(
+                "",
+                "redirect_to_https = true\nhsts = true\nhsts_max_age = \"1d\"\nhsts_include_subdomains = true",
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let h = &c.rules[0].https;
+        assert!(h.redirect);
+        assert_eq!(h.port, defaults::HTTPS_PORT);
+        assert_eq!(
+            h.hsts_value().as_deref(),
+            Some("max-age=86400; includeSubDomains")
+        );
+        let e = err(&config("", "hsts = true\nhsts_max_age = \"0s\""));
+        assert_eq!(e.key, "rules[0].hsts_max_age");
+        let e = err(&config("", "https_port = 0"));
+        assert_eq!(e.key, "rules[0].https_port");
+    }
+
+    #[test]
+    fn proxy_timeouts_must_be_positive() {
+        let e = err(&format!(
+            "[proxy]\nupgrade_idle_timeout = \"0s\"\n{}",
+            config("", "")
+        ));
+        assert_eq!((e.line, e.key.as_str()), (2, "proxy.upgrade_idle_timeout"));
+    }
+}
