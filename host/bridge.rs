@@ -32,7 +32,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::body::ReqBody;
 use crate::config::{Config, TlsVerify, UpstreamSettings};
-use crate::pool::{ConnectError, Driver, PeerKey, Sender};
+use crate::pool::{ConnectError, Driver, PeerKey, Sender, TlsFailure};
 use crate::tls::{ALPN_H2, ALPN_HTTP11, VERSIONS, provider};
 
 /// The TLS part of a pool key.
@@ -185,10 +185,12 @@ impl Route {
             match &self.tls {
                 None => Ok(Stream::Plain(tcp)),
                 Some((id, config)) => {
-                    let tls_err = |message: String| ConnectError::Tls {
-                        addr,
-                        server_name: id.server_name.to_string(),
-                        message,
+                    let tls_err = |message: String| {
+                        ConnectError::Tls(Box::new(TlsFailure {
+                            addr,
+                            server_name: id.server_name.to_string(),
+                            message,
+                        }))
                     };
                     let name = ServerName::try_from(id.server_name.to_string())
                         .map_err(|e| tls_err(format!("not a valid server name: {e}")))?;

@@ -148,11 +148,11 @@ mod tests {
         let tls = ProxyError::Connect {
             farm: "web".into(),
             member: "web1".into(),
-            source: ConnectError::Tls {
+            source: ConnectError::Tls(Box::new(crate::pool::TlsFailure {
                 addr: "127.0.0.1:443".parse().unwrap(),
                 server_name: "web1.internal".into(),
                 message: "member certificate refused: UnknownIssuer".into(),
-            },
+            })),
         };
         assert_eq!(tls.status(), 502);
         let logged = tls.to_string();

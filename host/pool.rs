@@ -157,12 +157,19 @@ pub enum ConnectError {
     },
     /// HTTPS bridging: the TLS handshake failed, usually because the member's certificate was
     /// refused (unknown issuer, wrong name, expired).
-    #[error("TLS handshake with {addr} as \"{server_name}\" failed: {message}")]
-    Tls {
-        addr: SocketAddr,
-        server_name: String,
-        message: String,
-    },
+    #[error(transparent)]
+    Tls(Box<TlsFailure>),
+}
+
+/// A failed TLS handshake with a member (boxed: errors stay small on the request path).
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake with {addr} as \"{server_name}\" failed: {message}")]
+pub struct TlsFailure {
+    pub addr: SocketAddr,
+    /// The name sent as SNI and checked against the certificate.
+    pub server_name: String,
+    /// rustls's reason, e.g. the certificate's issuer is unknown or it names another host.
+    pub message: String,
 }
 
 impl Pool {
@@ -179,12 +186,12 @@ impl Pool {
     }
 
     fn peer(&self, key: &PeerKey) -> Arc<Peer> {
-        if let Some(p) = self.peers.load().get(&key) {
+        if let Some(p) = self.peers.load().get(key) {
             return Arc::clone(p);
         }
         let _guard = self.insert.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.peers.load_full();
-        if let Some(p) = current.get(&key) {
+        if let Some(p) = current.get(key) {
             return Arc::clone(p);
         }
         let peer = Arc::new(Peer {

@@ -115,7 +115,7 @@ members = [{{ host = "127.0.0.1", port = {} }}]
 
     // Silence: the proxy closes both sides after the idle timeout.
     let started = tokio::time::Instant::now();
-    let ended = bounded("tunnel closes when idle", async {
+    bounded("tunnel closes when idle", async {
         loop {
             match ws.next().await {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
@@ -124,7 +124,6 @@ members = [{{ host = "127.0.0.1", port = {} }}]
         }
     })
     .await;
-    let _ = ended;
     assert!(
         started.elapsed() >= Duration::from_millis(250),
         "{:?}",
