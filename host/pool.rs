@@ -287,6 +287,8 @@ impl Pool {
     pub fn reap_idle(&self) {
         let timeout = self.settings.idle_timeout;
         for peer in self.peers.load().values() {
+            // Forgets a shared HTTP/2 connection the member has closed.
+            let _ = peer.shared_h2();
             let mut idle = peer.idle.lock().unwrap_or_else(|e| e.into_inner());
             idle.retain(|i| i.since.elapsed() < timeout && !i.sender.is_closed());
         }
