@@ -165,7 +165,7 @@ for server in data.get("server_scan_results", []):
         print(f"  {label:8} {'ACCEPTED' if suites else 'refused'}")
         if suites:
             accepted.append((label, suites))
-    print("cipher suites (server order first):")
+    print("cipher suites accepted:")
     for label, suites in accepted:
         for s in suites:
             print(f"  {label:8} {s}")
