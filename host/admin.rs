@@ -285,7 +285,7 @@ impl Admin {
             .into_iter()
             .map(|s| {
                 json!({
-                    "peer": s.key.addr.to_string(),
+                    "peer": s.key.to_string(),
                     "opened": s.opened,
                     "reused": s.reused,
                     "closed": s.closed,
@@ -609,7 +609,7 @@ impl Admin {
                 let _ = writeln!(
                     out,
                     "{name}{{peer=\"{}\"}} {}",
-                    label(&s.key.addr.to_string()),
+                    label(&s.key.to_string()),
                     get(s)
                 );
             }

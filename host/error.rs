@@ -143,6 +143,25 @@ mod tests {
         };
         assert_eq!(timeout.status(), 504);
         assert!(!timeout.public_message().contains("127.0.0.1"));
+        // HTTPS bridging: a refused member certificate is a bad gateway; the log line (the
+        // error's Display) names member and reason, the body neither address nor name.
+        let tls = ProxyError::Connect {
+            farm: "web".into(),
+            member: "web1".into(),
+            source: ConnectError::Tls(Box::new(crate::pool::TlsFailure {
+                addr: "127.0.0.1:443".parse().unwrap(),
+                server_name: "web1.internal".into(),
+                message: "member certificate refused: UnknownIssuer".into(),
+            })),
+        };
+        assert_eq!(tls.status(), 502);
+        let logged = tls.to_string();
+        assert!(
+            logged.contains("member web1") && logged.contains("UnknownIssuer"),
+            "{logged}"
+        );
+        assert!(!tls.public_message().contains("127.0.0.1"));
+        assert!(!tls.public_message().contains("web1.internal"));
         assert_eq!(
             ProxyError::NoRule {
                 host: "h".into(),

@@ -668,6 +668,7 @@ mod tests {
                 affinity_mode: "none".into(),
                 affinity_cookie: "c".into(),
                 health: crate::config::HealthSettings::default(),
+                upstream: Default::default(),
             },
             b"test key",
         );

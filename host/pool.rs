@@ -7,24 +7,109 @@
 //!
 //! The key map is copy-on-write behind arc-swap (new keys are rare), and each key has its own
 //! short lock around its idle list, so no lock is shared by all requests.
+//!
+//! HTTP/1.1 connections carry one exchange at a time and wait in the idle list between them; an
+//! HTTP/2 connection carries many at once, so a key keeps one shared HTTP/2 connection that every
+//! request clones. How connections are opened (TCP, TLS, h1 or h2) is [`crate::bridge`]'s.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{TrySendError, http1, http2};
 
 use crate::body::ReqBody;
+use crate::bridge::{Route, TlsIdentity};
 
-/// What identifies interchangeable upstream connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// What identifies interchangeable upstream connections: the resolved address, whether HTTP/2
+/// is spoken (or, over TLS, offered), and for HTTPS the TLS identity (the name sent and checked,
+/// and the roots). Never a host name on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerKey {
     pub addr: SocketAddr,
+    pub http2: bool,
+    pub tls: Option<TlsIdentity>,
+}
+
+impl std::fmt::Display for PeerKey {
+    /// `http://10.0.0.1:80`, `h2c://…`, `https://10.0.0.1:443 (tls name web1, system roots)`:
+    /// what the admin API and metrics call a pool key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::bridge::Trust;
+        let scheme = match (&self.tls, self.http2) {
+            (None, false) => "http",
+            (None, true) => "h2c",
+            (Some(_), false) => "https",
+            (Some(_), true) => "h2",
+        };
+        write!(f, "{scheme}://{}", self.addr)?;
+        if let Some(t) = &self.tls {
+            let trust = match &t.trust {
+                Trust::System => "system roots".to_string(),
+                Trust::Bundle(p) => format!("roots {}", p.display()),
+                Trust::Insecure => "not verified".to_string(),
+            };
+            write!(f, " (tls name {}, {trust})", t.server_name)?;
+        }
+        Ok(())
+    }
+}
+
+impl PeerKey {
+    /// A plain HTTP/1.1 key.
+    pub fn plain(addr: SocketAddr) -> PeerKey {
+        PeerKey {
+            addr,
+            http2: false,
+            tls: None,
+        }
+    }
+}
+
+/// The task that drives one upstream connection.
+pub type Driver = Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>;
+
+/// The sending side of an upstream connection.
+pub enum Sender {
+    H1(http1::SendRequest<ReqBody>),
+    H2(http2::SendRequest<ReqBody>),
+}
+
+impl Sender {
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    pub fn is_h2(&self) -> bool {
+        matches!(self, Sender::H2(_))
+    }
+
+    pub async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
+    }
+
+    pub async fn try_send_request(
+        &mut self,
+        req: Request<ReqBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<ReqBody>>> {
+        match self {
+            Sender::H1(s) => s.try_send_request(req).await,
+            Sender::H2(s) => s.try_send_request(req).await,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +130,11 @@ pub struct Pool {
 pub struct Peer {
     pub key: PeerKey,
     idle: Mutex<Vec<Idle>>,
+    /// The HTTP/2 connection every request to this key shares, while it is open.
+    shared: Mutex<Option<http2::SendRequest<ReqBody>>>,
+    /// Held while an HTTP/2 key opens its connection, so requests that arrive meanwhile wait
+    /// for it instead of each opening their own.
+    opening: tokio::sync::Mutex<()>,
     max_idle: usize,
     pub opened: AtomicU64,
     pub reused: AtomicU64,
@@ -58,7 +148,7 @@ struct Idle {
 
 /// A connection checked out of the pool for one request.
 pub struct Pooled {
-    pub sender: http1::SendRequest<ReqBody>,
+    pub sender: Sender,
     peer: Arc<Peer>,
     /// Whether this connection served an earlier request (and so may have gone stale).
     pub reused: bool,
@@ -89,6 +179,21 @@ pub enum ConnectError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    /// HTTPS bridging: the TLS handshake failed, usually because the member's certificate was
+    /// refused (unknown issuer, wrong name, expired).
+    #[error(transparent)]
+    Tls(Box<TlsFailure>),
+}
+
+/// A failed TLS handshake with a member (boxed: errors stay small on the request path).
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake with {addr} as \"{server_name}\" failed: {message}")]
+pub struct TlsFailure {
+    pub addr: SocketAddr,
+    /// The name sent as SNI and checked against the certificate.
+    pub server_name: String,
+    /// rustls's reason, e.g. the certificate's issuer is unknown or it names another host.
+    pub message: String,
 }
 
 impl Pool {
@@ -104,33 +209,51 @@ impl Pool {
         self.settings
     }
 
-    fn peer(&self, key: PeerKey) -> Arc<Peer> {
-        if let Some(p) = self.peers.load().get(&key) {
+    fn peer(&self, key: &PeerKey) -> Arc<Peer> {
+        if let Some(p) = self.peers.load().get(key) {
             return Arc::clone(p);
         }
         let _guard = self.insert.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.peers.load_full();
-        if let Some(p) = current.get(&key) {
+        if let Some(p) = current.get(key) {
             return Arc::clone(p);
         }
         let peer = Arc::new(Peer {
-            key,
+            key: key.clone(),
             idle: Mutex::new(Vec::new()),
+            shared: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
             max_idle: self.settings.max_idle_per_peer,
             opened: AtomicU64::new(0),
             reused: AtomicU64::new(0),
             closed: AtomicU64::new(0),
         });
         let mut next = HashMap::clone(&current);
-        next.insert(key, Arc::clone(&peer));
+        next.insert(key.clone(), Arc::clone(&peer));
         self.peers.store(Arc::new(next));
         peer
     }
 
-    /// An idle connection to `addr` if a live one is pooled, else a new one.
-    pub async fn checkout(&self, addr: SocketAddr) -> Result<Pooled, ConnectError> {
-        let peer = self.peer(PeerKey { addr });
-        while let Some(mut sender) = peer.take_idle(self.settings.idle_timeout) {
+    /// A connection for `key` (opened along `route`): the shared HTTP/2 connection if one is
+    /// open, else an idle HTTP/1.1 one if a live one is pooled, else a new one.
+    pub async fn checkout(&self, key: &PeerKey, route: &Route) -> Result<Pooled, ConnectError> {
+        let peer = self.peer(key);
+        let holder = Arc::clone(&peer);
+        let _opening = if key.http2 {
+            if let Some(p) = Self::shared(&peer).await {
+                return Ok(p);
+            }
+            let guard = holder.opening.lock().await;
+            // Another request may have opened it while this one waited.
+            if let Some(p) = Self::shared(&peer).await {
+                return Ok(p);
+            }
+            Some(guard)
+        } else {
+            None
+        };
+        while let Some(sender) = peer.take_idle(self.settings.idle_timeout) {
+            let mut sender = Sender::H1(sender);
             // A connection returned as its last response ended may need a moment before the
             // dispatcher takes the next request; a closed one answers with an error here.
             if sender.ready().await.is_ok() {
@@ -142,28 +265,34 @@ impl Pool {
                 });
             }
         }
-        self.connect(peer).await
+        self.connect(peer, route).await
+    }
+
+    /// The key's shared HTTP/2 connection, when one is open and ready.
+    async fn shared(peer: &Arc<Peer>) -> Option<Pooled> {
+        let mut sender = peer.shared_h2()?;
+        sender.ready().await.ok()?;
+        peer.reused.fetch_add(1, Ordering::Relaxed);
+        Some(Pooled {
+            sender: Sender::H2(sender),
+            peer: Arc::clone(peer),
+            reused: true,
+        })
     }
 
     /// A new connection, bypassing idle ones (used after a pooled one turned out stale).
-    pub async fn connect_new(&self, addr: SocketAddr) -> Result<Pooled, ConnectError> {
-        self.connect(self.peer(PeerKey { addr })).await
+    pub async fn connect_new(&self, key: &PeerKey, route: &Route) -> Result<Pooled, ConnectError> {
+        self.connect(self.peer(key), route).await
     }
 
-    async fn connect(&self, peer: Arc<Peer>) -> Result<Pooled, ConnectError> {
-        let addr = peer.key.addr;
-        let timeout = self.settings.connect_timeout;
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
-            Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| ConnectError::Handshake { addr, source })?;
+    async fn connect(&self, peer: Arc<Peer>, route: &Route) -> Result<Pooled, ConnectError> {
+        let (sender, conn) = route
+            .connect(&peer.key, self.settings.connect_timeout)
+            .await?;
         peer.opened.fetch_add(1, Ordering::Relaxed);
+        if let Sender::H2(s) = &sender {
+            *peer.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
+        }
         let counted = Arc::clone(&peer);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -182,6 +311,8 @@ impl Pool {
     pub fn reap_idle(&self) {
         let timeout = self.settings.idle_timeout;
         for peer in self.peers.load().values() {
+            // Forgets a shared HTTP/2 connection the member has closed.
+            let _ = peer.shared_h2();
             let mut idle = peer.idle.lock().unwrap_or_else(|e| e.into_inner());
             idle.retain(|i| i.since.elapsed() < timeout && !i.sender.is_closed());
         }
@@ -204,14 +335,14 @@ impl Pool {
             .load()
             .values()
             .map(|p| PeerStats {
-                key: p.key,
+                key: p.key.clone(),
                 opened: p.opened.load(Ordering::Relaxed),
                 reused: p.reused.load(Ordering::Relaxed),
                 closed: p.closed.load(Ordering::Relaxed),
                 idle: p.idle.lock().map(|i| i.len()).unwrap_or(0),
             })
             .collect();
-        out.sort_by_key(|s| s.key);
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         out
     }
 
@@ -221,6 +352,19 @@ impl Pool {
 }
 
 impl Peer {
+    /// The shared HTTP/2 connection, if it is still open.
+    fn shared_h2(&self) -> Option<http2::SendRequest<ReqBody>> {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        match &*shared {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            Some(_) => {
+                *shared = None;
+                None
+            }
+            None => None,
+        }
+    }
+
     /// The most recently returned idle connection that is still fresh; stale ones are dropped
     /// (which closes them).
     fn take_idle(&self, timeout: Duration) -> Option<http1::SendRequest<ReqBody>> {
@@ -239,17 +383,25 @@ impl Pooled {
         self.peer.key.addr
     }
 
-    /// Puts a connection whose exchange completed back for reuse.
+    /// Puts a connection whose exchange completed back for reuse (an HTTP/2 one is shared and
+    /// never left the pool).
     pub fn checkin(self) {
-        if self.sender.is_closed() {
+        let Sender::H1(sender) = self.sender else {
+            return;
+        };
+        if sender.is_closed() {
             return;
         }
         let mut idle = self.peer.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.peer.max_idle {
             idle.push(Idle {
-                sender: self.sender,
+                sender,
                 since: Instant::now(),
             });
         }
+    }
+
+    pub fn key(&self) -> &PeerKey {
+        &self.peer.key
     }
 }

@@ -43,6 +43,10 @@ pub struct Generation {
     /// asked (they would pass), which saves a plugin call per request.
     builtin_router: Vec<bool>,
     builtin_links: Vec<bool>,
+    /// Per farm, how its members are reached (HTTP or HTTPS, HTTP/2, the TLS identity).
+    pub upstreams: Vec<crate::bridge::FarmUpstream>,
+    /// Per rule, its `Strict-Transport-Security` value for HTTPS responses.
+    hsts: Vec<Option<HeaderValue>>,
 }
 
 impl Generation {
@@ -89,6 +93,16 @@ impl Generation {
                 r.links.enabled && (r.internal_site_name.is_some() || !r.links.mappings.is_empty())
             })
             .collect();
+        let upstreams = config
+            .farms
+            .iter()
+            .map(|f| crate::bridge::FarmUpstream::new(&f.upstream))
+            .collect();
+        let hsts = config
+            .rules
+            .iter()
+            .map(|r| crate::https::hsts_value(&r.https))
+            .collect();
         Generation {
             config,
             routes,
@@ -97,6 +111,8 @@ impl Generation {
             via,
             builtin_router,
             builtin_links,
+            upstreams,
+            hsts,
         }
     }
 }
@@ -234,6 +250,17 @@ impl Proxy {
         let span = tracing::Span::current();
         span.record("rule", rule.name.as_str());
 
+        // HTTPS: a plain-HTTP request to a rule that wants HTTPS is sent there.
+        if let Some(resp) = crate::https::redirect(&rule.https, conn.proto, &parts, host_str) {
+            let mut log = log.take();
+            if let Some(l) = log.as_mut() {
+                l.rule = Some(rule.name.clone());
+                l.status = resp.status().as_u16();
+            }
+            return Ok(resp.map(|b| b.with_log(log)));
+        }
+        let hsts = generation.hsts[rule_idx].as_ref();
+
         // Router chain: may pick another farm, rewrite the head, or answer directly.
         let runtime = &*self.plugins;
         let mut router_chain = runtime.chain(Hook::Router, &rule.router);
@@ -252,6 +279,7 @@ impl Proxy {
                 Some(policy::Routed::Respond(resp)) => {
                     let mut resp = *resp;
                     generation.via.append(resp.headers_mut(), Version::HTTP_11);
+                    crate::https::add_hsts(resp.headers_mut(), conn.proto, hsts);
                     let mut log = log.take();
                     if let Some(l) = log.as_mut() {
                         l.rule = Some(rule.name.clone());
@@ -285,8 +313,12 @@ impl Proxy {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
 
-        // Rewrite the request head.
+        // Rewrite the request head. An upgrade (WebSocket) keeps the two headers it needs.
+        let upgrade = crate::upgrade::requested(&mut parts);
         headers::remove_hop_by_hop(&mut parts.headers);
+        if let Some(u) = &upgrade {
+            crate::upgrade::restore(&mut parts.headers, u.protocol());
+        }
         headers::add_forwarding(
             &mut parts.headers,
             &Forwarding {
@@ -353,10 +385,18 @@ impl Proxy {
                 req.headers_mut()
                     .insert(header::HOST, member.authority.clone());
             }
+            let route = generation.upstreams[farm_idx].route(
+                &member.host,
+                rule.internal_site_name.as_deref(),
+                upgrade.is_some(),
+            );
             let in_flight = member.begin();
             let sent_at = Instant::now();
-            match self.attempt(generation, rule, farm, &member, req).await {
-                Ok((resp, pooled)) => {
+            match self
+                .attempt(generation, rule, farm, &member, &route, req)
+                .await
+            {
+                Ok((mut resp, pooled)) => {
                     let upstream = sent_at.elapsed();
                     member.record_latency(upstream);
                     member
@@ -365,9 +405,35 @@ impl Proxy {
                         .fetch_add(request_bytes, std::sync::atomic::Ordering::Relaxed);
                     span.record("member", member.name.as_str());
                     span.record("upstream_ms", upstream.as_secs_f64() * 1000.0);
+                    // The member switched protocols: hand both connections to a tunnel.
+                    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                        && let Some(u) = upgrade
+                    {
+                        let protocol = u.protocol().clone();
+                        u.tunnel(
+                            &mut resp,
+                            generation.config.proxy.upgrade_idle_timeout,
+                            in_flight,
+                        );
+                        drop(pooled);
+                        let (mut parts, _) = resp.into_parts();
+                        headers::remove_hop_by_hop(&mut parts.headers);
+                        crate::upgrade::restore(&mut parts.headers, &protocol);
+                        generation.via.append(&mut parts.headers, parts.version);
+                        let mut log = log.take();
+                        if let Some(l) = log.as_mut() {
+                            l.status = parts.status.as_u16();
+                            l.member = Some(member.name.clone());
+                        }
+                        return Ok(Response::from_parts(
+                            parts,
+                            ProxyBody::empty().with_log(log),
+                        ));
+                    }
                     let (mut parts, body) = resp.into_parts();
                     headers::remove_hop_by_hop(&mut parts.headers);
                     generation.via.append(&mut parts.headers, parts.version);
+                    crate::https::add_hsts(&mut parts.headers, conn.proto, hsts);
                     if pin {
                         let secure = usize::from(conn.proto == "https");
                         parts.headers.append(
@@ -434,7 +500,7 @@ impl Proxy {
                             source: e,
                         });
                     }
-                    tracing::warn!(member = %member.name, error = %e, "member refused the connection; trying another");
+                    tracing::warn!(member = %member.name, error = %e, "no connection to the member; trying another");
                     retries_left -= 1;
                     req = *back;
                 }
@@ -464,6 +530,7 @@ impl Proxy {
         rule: &RuleConfig,
         farm: &Farm,
         member: &Member,
+        route: &crate::bridge::Route,
         mut req: Request<ReqBody>,
     ) -> Result<(Response<Incoming>, Pooled), AttemptError> {
         let timeout = generation.config.proxy.response_timeout;
@@ -476,10 +543,11 @@ impl Proxy {
         };
         let mut fresh = false;
         loop {
-            let mut pooled = match self.connect(member, fresh).await {
+            let mut pooled = match self.connect(member, route, fresh).await {
                 Ok(p) => p,
                 Err(e) => return Err(AttemptError::Connect(e, Box::new(req))),
             };
+            fit_request(&mut req, pooled.sender.is_h2(), route.scheme());
             let replay = (pooled.reused
                 && is_idempotent(req.method())
                 && http_body::Body::is_end_stream(req.body()))
@@ -508,14 +576,20 @@ impl Proxy {
     }
 
     /// A connection to the member, trying its addresses in resolver order.
-    async fn connect(&self, member: &Member, fresh: bool) -> Result<Pooled, ConnectError> {
+    async fn connect(
+        &self,
+        member: &Member,
+        route: &crate::bridge::Route,
+        fresh: bool,
+    ) -> Result<Pooled, ConnectError> {
         let addrs = member.addrs();
         let mut last = None;
         for &addr in addrs.iter() {
+            let key = route.key(addr);
             let got = if fresh {
-                self.pool.connect_new(addr).await
+                self.pool.connect_new(&key, route).await
             } else {
-                self.pool.checkout(addr).await
+                self.pool.checkout(&key, route).await
             };
             match got {
                 Ok(p) => return Ok(p),
@@ -632,6 +706,37 @@ fn origin_form(uri: &Uri) -> Uri {
         Some(_) if uri.scheme().is_none() && uri.authority().is_none() => uri.clone(),
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from_static("/"),
+    }
+}
+
+/// Shapes a request for the connection it goes out on: HTTP/2 carries the host in the
+/// `:authority` of an absolute URI (and the scheme in `:scheme`), HTTP/1.1 in `Host` with an
+/// origin-form target. Free when the request already has the right shape.
+fn fit_request(req: &mut Request<ReqBody>, h2: bool, scheme: http::uri::Scheme) {
+    if h2 {
+        if req.uri().authority().is_none()
+            && let Some(host) = req.headers_mut().remove(header::HOST)
+            && let Ok(authority) = http::uri::Authority::try_from(host.as_bytes())
+        {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(scheme);
+            parts.authority = Some(authority);
+            parts.path_and_query = req.uri().path_and_query().cloned();
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+        *req.version_mut() = Version::HTTP_2;
+    } else {
+        if let Some(authority) = req.uri().authority() {
+            if !req.headers().contains_key(header::HOST)
+                && let Ok(v) = HeaderValue::from_str(authority.as_str())
+            {
+                req.headers_mut().insert(header::HOST, v);
+            }
+            *req.uri_mut() = origin_form(req.uri());
+        }
+        *req.version_mut() = Version::HTTP_11;
     }
 }
 

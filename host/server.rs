@@ -21,6 +21,7 @@ use crate::plugins::{Runtime, watch_folder};
 use crate::pool::{Pool, PoolSettings};
 use crate::proxy::{ConnInfo, Generation, Proxy};
 use crate::resolve::Resolver;
+use crate::tls::CertStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -43,6 +44,8 @@ pub enum StartError {
         dir: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("listener \"{listener}\": {message}")]
+    Tls { listener: String, message: String },
 }
 
 /// A started farmgate.
@@ -180,6 +183,25 @@ pub async fn start_with_listeners(
         resolver.clone(),
     )
     .map_err(StartError::Health)?;
+    crate::bridge::log_start(&config);
+    let mut tls = Vec::new();
+    for (i, _) in &listeners {
+        let l = &config.listeners[*i];
+        if !l.is_tls() {
+            tls.push(None);
+            continue;
+        }
+        let err = |message: String| StartError::Tls {
+            listener: l.name.clone(),
+            message,
+        };
+        let store = Arc::new(CertStore::load(&l.name, &l.certificates).map_err(err)?);
+        let watcher = store
+            .watch()
+            .map_err(|e| err(format!("cannot watch the certificate files: {e}")))?;
+        background.push(watcher);
+        tls.push(Some(store.acceptor(l.http2)));
+    }
     let proxy = Arc::new(Proxy::new(
         generation,
         Arc::clone(&pool),
@@ -249,6 +271,17 @@ pub async fn start_with_listeners(
             tracing::info!(addr = %a, "admin listener");
         }
     }
+    let listeners = listeners
+        .into_iter()
+        .zip(tls)
+        .map(|((i, l), tls)| Bound {
+            index: i,
+            listener: l,
+            tls,
+            http2: config.listeners[i].http2,
+            handshake_timeout: settings.tls_handshake_timeout,
+        })
+        .collect();
     let serving = tokio::spawn(serve(
         Arc::clone(&proxy),
         listeners,
@@ -271,20 +304,31 @@ pub async fn start_with_listeners(
     })
 }
 
+/// A bound listener and how its connections are served.
+pub struct Bound {
+    /// Index into the config's listeners.
+    pub index: usize,
+    pub listener: TcpListener,
+    /// TLS listeners: the acceptor (its certificates are reloaded underneath it).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Whether HTTP/2 is spoken (ALPN over TLS, prior knowledge on plain connections).
+    pub http2: bool,
+    pub handshake_timeout: Duration,
+}
+
 /// Runs the accept loops until `shutdown` turns true, then drains connections for up to `grace`.
 pub async fn serve(
     proxy: Arc<Proxy>,
-    listeners: Vec<(usize, TcpListener)>,
+    listeners: Vec<Bound>,
     shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
     let loops: Vec<JoinHandle<()>> = listeners
         .into_iter()
-        .map(|(index, listener)| {
+        .map(|bound| {
             tokio::spawn(accept_loop(
                 Arc::clone(&proxy),
-                index,
-                listener,
+                bound,
                 shutdown.clone(),
                 grace,
             ))
@@ -297,13 +341,22 @@ pub async fn serve(
 
 async fn accept_loop(
     proxy: Arc<Proxy>,
-    index: usize,
-    listener: TcpListener,
+    bound: Bound,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
+    let Bound {
+        index,
+        listener,
+        tls,
+        http2,
+        handshake_timeout,
+    } = bound;
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if !http2 {
+        builder = builder.http1_only();
+    }
     loop {
         let accepted = tokio::select! {
             biased;
@@ -325,7 +378,7 @@ async fn accept_loop(
             listener: index,
             client,
             client_addr: crate::headers::ClientAddr::new(client.ip()),
-            proto: "http",
+            proto: if tls.is_some() { "https" } else { "http" },
         });
         let proxy = Arc::clone(&proxy);
         let svc = service_fn(move |req| {
@@ -333,12 +386,40 @@ async fn accept_loop(
             let info = Arc::clone(&info);
             async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
         });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let Some(acceptor) = &tls else {
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .into_owned();
+            tokio::spawn(async move {
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(%client, error = %e, "client connection ended with an error");
+                }
+            });
+            continue;
+        };
+        // The TLS handshake runs on the connection's own task, bounded, so a slow client never
+        // holds up the accept loop.
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%client, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%client, timeout = ?handshake_timeout, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%client, error = %e, "client connection ended with an error");
             }
         });

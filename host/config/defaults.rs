@@ -125,3 +125,52 @@ pub const PROBE_BODY_PREFIX: usize = 4096;
 
 /// The environment variable holding the admin API's bearer token.
 pub const ADMIN_TOKEN_ENV: &str = "FARMGATE_ADMIN_TOKEN";
+// HTTPS: listeners, bridging to members, per-rule redirect and HSTS, upgraded connections.
+
+/// Whether a listener offers HTTP/2: by ALPN (`h2`, then `http/1.1`) on TLS listeners, and as
+/// h2c with prior knowledge on plain ones. Clients that do not ask for it get HTTP/1.1.
+pub const LISTENER_HTTP2: bool = true;
+
+/// Longest a client may take to complete the TLS handshake; a connection that stalls there holds
+/// a socket and is closed.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an upgraded connection (WebSocket and other `Upgrade` protocols) may pass no byte in
+/// either direction before farmgate closes both sides. WebSocket applications ping well within
+/// this; a client that vanished without a FIN is let go.
+pub const UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Whether a rule answers plain-HTTP requests with a redirect to HTTPS (TMG's "redirect HTTP
+/// requests to HTTPS" is off until the publisher turns it on).
+pub const REDIRECT_TO_HTTPS: bool = false;
+
+/// The port in redirects to HTTPS when the rule is published on no TLS listener with a fixed
+/// port; 443 is left out of the URL.
+pub const HTTPS_PORT: u16 = 443;
+
+/// Whether a rule adds `Strict-Transport-Security` to its HTTPS responses. Off: HSTS is a
+/// promise browsers hold the site to for `hsts_max_age`, so it is the publisher's decision.
+pub const HSTS: bool = false;
+
+/// `max-age` of the HSTS header: one year, the value HSTS preload lists ask for.
+pub const HSTS_MAX_AGE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Whether the HSTS header covers subdomains.
+pub const HSTS_INCLUDE_SUBDOMAINS: bool = false;
+
+/// How farmgate talks to a farm's members: `http` (SSL offload when the client came over HTTPS)
+/// or `https` (HTTPS bridging).
+pub const FARM_SCHEME: &str = "http";
+
+/// A member's port when the config gives none, by scheme.
+pub const MEMBER_PORT_HTTP: u16 = 80;
+pub const MEMBER_PORT_HTTPS: u16 = 443;
+
+/// Whether farmgate speaks HTTP/2 to a farm's members (offered by ALPN over HTTPS, h2c with prior
+/// knowledge over HTTP). Off: HTTP/1.1 with keep-alive, which every web server speaks.
+pub const FARM_HTTP2: bool = false;
+
+/// What an HTTPS member's certificate is checked against: `member-name` (the member's computer
+/// name or address, TMG's first way), `internal-site-name` (the rule's internal site name, TMG's
+/// second way) or `none` (no check at all; a warning is logged at start).
+pub const TLS_VERIFY: &str = "member-name";

@@ -5,6 +5,7 @@
 //! always names the file, the line and column, the key, and what is wrong.
 
 pub mod defaults;
+mod https;
 pub mod raw;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+pub use https::{CaBundle, CertificateConfig, RuleHttps, TlsVerify, UpstreamSettings};
 pub use raw::AccessLogFormat;
 use raw::{Dur, HostAddresses, RawConfig};
 
@@ -123,6 +125,10 @@ pub struct ProxySettings {
     /// plugins' view of the client).
     pub trusted_proxies: Vec<IpNet>,
     pub affinity_key: AffinityKey,
+    /// HTTPS: how long a client may take over the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// How long an upgraded connection may pass no byte before it is closed.
+    pub upgrade_idle_timeout: Duration,
 }
 
 /// An address block: `10.0.0.0/8`, `::1/128`, or a bare address (a block of one).
@@ -229,6 +235,16 @@ pub struct AccessLogSettings {
 pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
+    /// HTTPS: offer HTTP/2 (ALPN on TLS, h2c with prior knowledge on plain listeners).
+    pub http2: bool,
+    /// HTTPS: the certificates, chosen by SNI; empty for a plain-HTTP listener.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+impl ListenerConfig {
+    pub fn is_tls(&self) -> bool {
+        !self.certificates.is_empty()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -248,6 +264,8 @@ pub struct RuleConfig {
     pub links: LinkSettings,
     /// URL rewrite rules, validated; the built-in router plugin applies them.
     pub rewrites: Vec<RewriteRule>,
+    /// HTTPS: redirect of plain-HTTP requests, HSTS.
+    pub https: RuleHttps,
 }
 
 /// Link translation of one rule.
@@ -299,6 +317,8 @@ pub struct FarmConfig {
     pub affinity_mode: String,
     pub affinity_cookie: String,
     pub health: HealthSettings,
+    /// HTTPS bridging and HTTP/2 to the members.
+    pub upstream: UpstreamSettings,
 }
 
 /// Health of a farm's members: the connectivity verifier, how its answers are judged (ARR's
@@ -466,7 +486,8 @@ impl Config {
             self.sample_servers.len(),
         );
         for l in &self.listeners {
-            out.push_str(&format!("\n  listener {} on http://{}", l.name, l.bind));
+            let scheme = if l.is_tls() { "https" } else { "http" };
+            out.push_str(&format!("\n  listener {} on {scheme}://{}", l.name, l.bind));
         }
         for r in &self.rules {
             let names: Vec<String> = r.public_names.iter().map(|p| p.to_string()).collect();
@@ -598,7 +619,25 @@ impl Validator<'_> {
                 nets
             },
             affinity_key: self.affinity_key(p.affinity_key, p.affinity_key_env)?,
+            tls_handshake_timeout: https::duration(
+                &p.tls_handshake_timeout,
+                defaults::TLS_HANDSHAKE_TIMEOUT,
+            ),
+            upgrade_idle_timeout: https::duration(
+                &p.upgrade_idle_timeout,
+                defaults::UPGRADE_IDLE_TIMEOUT,
+            ),
         };
+        for (d, key) in [
+            (&p.tls_handshake_timeout, "proxy.tls_handshake_timeout"),
+            (&p.upgrade_idle_timeout, "proxy.upgrade_idle_timeout"),
+        ] {
+            if let Some(d) = d
+                && d.get_ref().0 < Duration::from_millis(1)
+            {
+                return Err(src.error(d, key, "must be at least 1ms"));
+            }
+        }
 
         let access_log = AccessLogSettings {
             format: raw.access_log.format.unwrap_or(AccessLogFormat::Combined),
@@ -620,6 +659,8 @@ impl Validator<'_> {
             listeners.push(ListenerConfig {
                 name: l.name.get_ref().clone(),
                 bind,
+                http2: l.http2.unwrap_or(defaults::LISTENER_HTTP2),
+                certificates: self.listener_certificates(l, &key)?,
             });
         }
 
@@ -661,6 +702,7 @@ impl Validator<'_> {
                     "a farm needs at least one member",
                 ));
             }
+            let upstream = self.farm_upstream(f, &key)?;
             let mut members = Vec::new();
             let mut member_names = HashSet::new();
             for (j, m) in f.members.get_ref().iter().enumerate() {
@@ -676,7 +718,11 @@ impl Validator<'_> {
                         ),
                     ));
                 }
-                let port = m.port.unwrap_or(80);
+                let port = m.port.unwrap_or(if upstream.https {
+                    defaults::MEMBER_PORT_HTTPS
+                } else {
+                    defaults::MEMBER_PORT_HTTP
+                });
                 let name = match &m.name {
                     Some(n) => n.get_ref().clone(),
                     None => format!("{host}:{port}"),
@@ -759,6 +805,7 @@ impl Validator<'_> {
                 affinity_mode,
                 affinity_cookie,
                 health,
+                upstream,
             });
         }
 
@@ -833,6 +880,8 @@ impl Validator<'_> {
                 }
                 None => None,
             };
+            self.check_internal_name(&farms[farm], r, internal_site_name.is_some(), &key)?;
+            let https = self.rule_https(r, &rule_listeners, &listeners, &key)?;
             rules.push(RuleConfig {
                 name: r.name.get_ref().clone(),
                 listeners: rule_listeners,
@@ -848,6 +897,7 @@ impl Validator<'_> {
                 )?,
                 links: self.links(r, &key)?,
                 rewrites: self.rewrites(r, &key, &farms)?,
+                https,
             });
         }
 
@@ -1460,11 +1510,7 @@ impl Validator<'_> {
     }
 
     fn plugins(&self, raw: raw::RawPlugins) -> Result<PluginSettings, ConfigError> {
-        let base = Path::new(self.source.origin)
-            .parent()
-            .filter(|p| self.source.origin != DEFAULT_CONFIG_NAME && !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| std::path::PathBuf::from("."));
+        let base = self.config_dir();
         let in_base = |d: Option<String>| {
             d.filter(|d| !d.trim().is_empty())
                 .map(|d| base.join(d.trim()))

@@ -100,6 +100,10 @@ pub struct RawProxy {
     pub affinity_key: Option<Spanned<String>>,
     /// The environment variable holding the affinity cookie signing key.
     pub affinity_key_env: Option<Spanned<String>>,
+    /// HTTPS: how long a client may take over the TLS handshake.
+    pub tls_handshake_timeout: Option<Spanned<Dur>>,
+    /// How long an upgraded connection (WebSocket) may stay silent in both directions.
+    pub upgrade_idle_timeout: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +131,25 @@ pub enum AccessLogFormat {
 pub struct RawListener {
     pub name: Spanned<String>,
     pub bind: Spanned<String>,
+    /// HTTPS: offer HTTP/2 (ALPN on TLS, h2c with prior knowledge on plain listeners).
+    pub http2: Option<bool>,
+    /// HTTPS: the listener's certificates; any makes it a TLS listener.
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+}
+
+/// One `[[listeners.certificates]]` entry: a PEM chain and its key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// PEM file with the certificate first, then any intermediates.
+    pub cert: Spanned<String>,
+    /// PEM file with the private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: Spanned<String>,
+    /// SNI names this certificate answers (exact or `*.domain`); absent: the names in it.
+    pub names: Option<Vec<Spanned<String>>>,
+    /// Served to clients that send no SNI name, or one no certificate has.
+    pub default: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +187,14 @@ pub struct RawRule {
     /// URL rewrite rules, in order (IIS URL Rewrite style).
     #[serde(default)]
     pub rewrite: Vec<RawRewrite>,
+    /// HTTPS: answer plain-HTTP requests with a redirect to HTTPS.
+    pub redirect_to_https: Option<bool>,
+    /// HTTPS: the port in those redirects.
+    pub https_port: Option<Spanned<u16>>,
+    /// HTTPS: add Strict-Transport-Security to HTTPS responses.
+    pub hsts: Option<bool>,
+    pub hsts_max_age: Option<Spanned<Dur>>,
+    pub hsts_include_subdomains: Option<bool>,
 }
 
 /// One `[[rules.rewrite]]` entry.
@@ -209,6 +240,15 @@ pub struct RawFarm {
     pub affinity_cookie: Option<Spanned<String>>,
     #[serde(default)]
     pub health: RawHealth,
+    /// HTTPS bridging: `http` or `https` to the members.
+    pub scheme: Option<Spanned<String>>,
+    /// HTTP/2 to the members.
+    pub http2: Option<bool>,
+    /// HTTPS bridging: `member-name`, `internal-site-name` or `none`.
+    pub tls_verify: Option<Spanned<String>>,
+    /// HTTPS bridging: PEM file of the CA certificates members' certificates must chain to;
+    /// absent or empty: the system's roots.
+    pub tls_ca_file: Option<Spanned<String>>,
 }
 
 /// `[farms.health]`: how a probe's response is judged (ARR's explicit health test).

@@ -105,7 +105,20 @@ fn the_default_config_states_the_defaults() {
         &h.check,
         farmgate::config::Check::Http { head: false, .. }
     ));
+    assert_eq!(p.tls_handshake_timeout, d::TLS_HANDSHAKE_TIMEOUT);
+    assert_eq!(p.upgrade_idle_timeout, d::UPGRADE_IDLE_TIMEOUT);
+    assert_eq!(c.listeners[0].http2, d::LISTENER_HTTP2);
+    let u = &f.upstream;
+    assert_eq!(u.https, d::FARM_SCHEME == "https");
+    assert_eq!(u.http2, d::FARM_HTTP2);
+    assert_eq!(u.verify.as_str(), d::TLS_VERIFY);
+    assert!(u.ca.is_none());
     let r = &c.rules[0];
+    assert_eq!(r.https.redirect, d::REDIRECT_TO_HTTPS);
+    assert_eq!(r.https.port, d::HTTPS_PORT);
+    assert_eq!(r.https.hsts, d::HSTS);
+    assert_eq!(r.https.hsts_max_age, d::HSTS_MAX_AGE);
+    assert_eq!(r.https.hsts_include_subdomains, d::HSTS_INCLUDE_SUBDOMAINS);
     assert_eq!(r.links.enabled, d::TRANSLATE_LINKS);
     assert_eq!(r.links.content_types, d::LINK_CONTENT_TYPES);
     assert!(r.links.mappings.is_empty() && r.rewrites.is_empty());

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -53,6 +53,7 @@ pub struct Seen {
     pub method: String,
     pub uri: String,
     pub headers: http::HeaderMap,
+    pub version: http::Version,
 }
 
 /// A real HTTP/1.1 backend that records connections and requests.
@@ -98,6 +99,22 @@ impl Backend {
     }
 
     async fn start_full(addr: SocketAddr, name: &str, delay: Duration) -> Backend {
+        Backend::start_serving(addr, name, delay, Serve::Http1).await
+    }
+
+    /// An HTTPS backend (HTTP/1.1 and, by ALPN, HTTP/2) with the given TLS acceptor.
+    pub async fn start_tls(name: &str, tls: tokio_rustls::TlsAcceptor) -> Backend {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        Backend::start_serving(addr, name, Duration::ZERO, Serve::Tls(tls)).await
+    }
+
+    /// A plain backend that also speaks HTTP/2 with prior knowledge (h2c).
+    pub async fn start_h2c(name: &str) -> Backend {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        Backend::start_serving(addr, name, Duration::ZERO, Serve::Auto).await
+    }
+
+    async fn start_serving(addr: SocketAddr, name: &str, delay: Duration, serve: Serve) -> Backend {
         // A backend just dropped from this address may take a moment to release it.
         let listener = bounded("bind backend", async {
             loop {
@@ -135,14 +152,36 @@ impl Backend {
                 };
                 conns.fetch_add(1, Ordering::SeqCst);
                 let state = Arc::clone(&state);
+                let serve = serve.clone();
                 let conn = tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let state = Arc::clone(&state);
                         async move { Ok::<_, Infallible>(state.handle(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let auto = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    );
+                    match serve {
+                        Serve::Http1 => {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .with_upgrades()
+                                .await;
+                        }
+                        Serve::Auto => {
+                            let _ = auto
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                .await;
+                        }
+                        Serve::Tls(acceptor) => {
+                            // A refused handshake (the proxy did not trust us) ends here.
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                let _ = auto
+                                    .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                                    .await;
+                            }
+                        }
+                    }
                 });
                 conn_tasks.lock().unwrap().push(conn.abort_handle());
             }
@@ -186,6 +225,15 @@ impl Backend {
     }
 }
 
+/// How a backend serves its connections.
+#[derive(Clone)]
+enum Serve {
+    Http1,
+    /// HTTP/1.1 or HTTP/2 with prior knowledge.
+    Auto,
+    Tls(tokio_rustls::TlsAcceptor),
+}
+
 struct State {
     name: String,
     healthy: Arc<std::sync::atomic::AtomicBool>,
@@ -202,7 +250,11 @@ impl State {
             method: req.method().to_string(),
             uri: req.uri().to_string(),
             headers: req.headers().clone(),
+            version: req.version(),
         });
+        if req.uri().path() == "/ws" {
+            return websocket_echo(req, &self.name);
+        }
         let query: HashMap<String, String> = req
             .uri()
             .query()
@@ -320,6 +372,52 @@ impl State {
             .insert("x-backend", self.name.parse().unwrap());
         resp
     }
+}
+
+/// `/ws`: a WebSocket endpoint that echoes every text and binary message, prefixed with the
+/// backend's name so a test sees which member answered.
+fn websocket_echo(mut req: Request<Incoming>, name: &str) -> Response<BoxBody> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        let mut r = text("not a websocket request".into());
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return r;
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let backend = HeaderValue::from_str(name).unwrap();
+    let name = name.to_string();
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            let reply = match msg {
+                Message::Text(t) => Message::text(format!("{name}: {t}")),
+                Message::Binary(b) => Message::binary(b),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if ws.send(reply).await.is_err() {
+                break;
+            }
+        }
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut r = Response::new(empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert("upgrade", "websocket".parse().unwrap());
+    h.insert("connection", "Upgrade".parse().unwrap());
+    h.insert("sec-websocket-accept", accept.parse().unwrap());
+    h.insert("x-backend", backend);
+    r
 }
 
 /// The page `/links` serves: absolute links to the internal name `intranet.test`.
