@@ -18,40 +18,92 @@ use crate::farm::InFlight;
 use crate::pool::Pooled;
 use crate::translate::BodyTranslator;
 
-/// A request body sent to a member: the client's own, streamed, or none.
+/// A request body sent to a member: the client's own, streamed and held to the rule's size
+/// limit, or none.
 #[derive(Debug)]
 pub enum ReqBody {
-    Incoming(Incoming),
+    Incoming {
+        body: Incoming,
+        /// Bytes the body may still carry.
+        remaining: u64,
+        limit: u64,
+    },
     Empty,
 }
 
+impl ReqBody {
+    pub fn limited(body: Incoming, limit: u64) -> ReqBody {
+        ReqBody::Incoming {
+            body,
+            remaining: limit,
+            limit,
+        }
+    }
+}
+
+/// A streamed request body grew past the rule's `max_body_bytes`; the exchange with the member
+/// is abandoned and the client gets 413.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
 impl Body for ReqBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            ReqBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Incoming {
+                body,
+                remaining,
+                limit,
+            } => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    match remaining.checked_sub(len) {
+                        Some(left) => {
+                            *remaining = left;
+                            Poll::Ready(Some(Ok(frame)))
+                        }
+                        None => Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit))))),
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
             ReqBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ReqBody::Incoming(b) => b.is_end_stream(),
+            ReqBody::Incoming { body, .. } => body.is_end_stream(),
             ReqBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ReqBody::Incoming(b) => b.size_hint(),
+            ReqBody::Incoming { body, .. } => body.size_hint(),
             ReqBody::Empty => SizeHint::with_exact(0),
         }
     }
+}
+
+/// Whether `e` (or what caused it) is a request body over its limit.
+pub fn is_body_too_large(e: &(dyn std::error::Error + 'static)) -> Option<u64> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<BodyTooLarge>() {
+            return Some(t.0);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// What to do when a response has been delivered (or abandoned).

@@ -18,6 +18,9 @@ pub enum ProxyError {
     /// The request itself is unusable (the client's fault).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request body is over the rule's `max_body_bytes`.
+    #[error("the request body is over the rule's limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
     /// No publishing rule matches the listener, host and path.
     #[error("no publishing rule matches host {host:?} and path {path:?}")]
     NoRule { host: String, path: String },
@@ -54,6 +57,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoRule { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoMember { .. } | ProxyError::Plugin(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect {
@@ -69,6 +73,9 @@ impl ProxyError {
     fn public_message(&self) -> String {
         match self {
             ProxyError::BadRequest(why) => format!("bad request: {why}"),
+            ProxyError::BodyTooLarge { limit } => {
+                format!("the request body is larger than this site accepts ({limit} bytes)")
+            }
             ProxyError::NoRule { .. } => {
                 "no site is published here for this host name and path".into()
             }
@@ -112,7 +119,10 @@ impl ProxyError {
                 HeaderValue::from(retry_after.as_secs().max(1)),
             );
         }
-        if matches!(self, ProxyError::BadRequest(_)) {
+        if matches!(
+            self,
+            ProxyError::BadRequest(_) | ProxyError::BodyTooLarge { .. }
+        ) {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp

@@ -312,6 +312,11 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
+        if request_bytes > rule.max_body_bytes {
+            return Err(ProxyError::BodyTooLarge {
+                limit: rule.max_body_bytes,
+            });
+        }
 
         // Rewrite the request head. An upgrade (WebSocket) keeps the two headers it needs.
         let upgrade = crate::upgrade::requested(&mut parts);
@@ -353,7 +358,7 @@ impl Proxy {
         for (name, value) in rewrite.set_headers.drain(..) {
             parts.headers.insert(name, value);
         }
-        let mut req = Request::from_parts(parts, ReqBody::Incoming(body));
+        let mut req = Request::from_parts(parts, ReqBody::limited(body, rule.max_body_bytes));
 
         // Pick a member and forward; a member that refuses the connection is skipped (nothing was
         // sent, so this is safe for any method) within the retry budget.
@@ -504,6 +509,7 @@ impl Proxy {
                     retries_left -= 1;
                     req = *back;
                 }
+                Err(AttemptError::Failed(e @ ProxyError::BodyTooLarge { .. })) => return Err(e),
                 Err(AttemptError::Failed(e)) => {
                     member
                         .stats
@@ -535,6 +541,10 @@ impl Proxy {
     ) -> Result<(Response<Incoming>, Pooled), AttemptError> {
         let timeout = generation.config.proxy.response_timeout;
         let failed = |source: hyper::Error| {
+            // A body over the rule's limit is the client's doing, not the member's.
+            if let Some(limit) = crate::body::is_body_too_large(&source) {
+                return AttemptError::Failed(ProxyError::BodyTooLarge { limit });
+            }
             AttemptError::Failed(ProxyError::Upstream {
                 farm: farm.name.clone(),
                 member: member.name.clone(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -323,11 +323,16 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
+    // One budget of client connections shared by every listener.
+    let connections = Arc::new(tokio::sync::Semaphore::new(
+        proxy.generation().config.proxy.max_connections,
+    ));
     let loops: Vec<JoinHandle<()>> = listeners
         .into_iter()
         .map(|bound| {
             tokio::spawn(accept_loop(
                 Arc::clone(&proxy),
+                Arc::clone(&connections),
                 bound,
                 shutdown.clone(),
                 grace,
@@ -341,6 +346,7 @@ pub async fn serve(
 
 async fn accept_loop(
     proxy: Arc<Proxy>,
+    connections: Arc<tokio::sync::Semaphore>,
     bound: Bound,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -354,10 +360,34 @@ async fn accept_loop(
     } = bound;
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    let proxy_settings = proxy.generation().config.proxy.clone();
+    // Limits on what a client may send: the head within header_read_timeout (slowloris, and the
+    // keep-alive idle time, as the clock starts when the connection waits for a request), at
+    // most max_headers headers and max_header_bytes bytes of head (431 beyond either).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(proxy_settings.header_read_timeout)
+        .max_headers(proxy_settings.max_headers)
+        .max_buf_size(proxy_settings.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(proxy_settings.max_header_bytes).unwrap_or(u32::MAX));
     if !http2 {
         builder = builder.http1_only();
     }
     loop {
+        // At max_connections, wait for a connection to close before accepting another: the
+        // kernel's queue holds the rest, and file descriptors never run out.
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let accepted = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
@@ -392,6 +422,7 @@ async fn accept_loop(
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .into_owned();
             tokio::spawn(async move {
+                let _permit = permit;
                 if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(%client, error = %e, "client connection ended with an error");
                 }
@@ -403,6 +434,7 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
                 .await
             {

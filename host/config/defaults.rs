@@ -174,3 +174,23 @@ pub const FARM_HTTP2: bool = false;
 /// name or address, TMG's first way), `internal-site-name` (the rule's internal site name, TMG's
 /// second way) or `none` (no check at all; a warning is logged at start).
 pub const TLS_VERIFY: &str = "member-name";
+
+/// Time a client has to send a request's head: bounds slowloris clients and, since the clock
+/// starts when a keep-alive connection waits for its next request, idle keep-alive connections.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest request head (start line and headers) accepted; larger gets 431. IIS's
+/// `maxRequestBytes` default is 16 KiB per header line and 16 KiB for the request line; 64 KiB
+/// for the whole head is as generous.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Most headers a request may carry; more gets 431.
+pub const MAX_HEADERS: usize = 100;
+
+/// Client connections open at once across all listeners; at the limit farmgate stops accepting
+/// until one closes (back-pressure in the kernel's accept queue, never a crash or fd exhaustion).
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// Largest request body a rule accepts; larger gets 413. IIS request filtering's default
+/// `maxAllowedContentLength` (30,000,000 bytes).
+pub const MAX_BODY_BYTES: u64 = 30_000_000;

@@ -121,6 +121,10 @@ pub struct ProxySettings {
     pub connect_retries: u32,
     pub via: String,
     pub worker_threads: usize,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
     /// Peers whose `X-Forwarded-For` names the client (for client-IP affinity, hashing and the
     /// plugins' view of the client).
     pub trusted_proxies: Vec<IpNet>,
@@ -262,6 +266,8 @@ pub struct RuleConfig {
     pub router: Binding,
     pub link_translation: Binding,
     pub links: LinkSettings,
+    /// Largest request body accepted; larger gets 413.
+    pub max_body_bytes: u64,
     /// URL rewrite rules, validated; the built-in router plugin applies them.
     pub rewrites: Vec<RewriteRule>,
     /// HTTPS: redirect of plain-HTTP requests, HSTS.
@@ -608,6 +614,42 @@ impl Validator<'_> {
             connect_retries: p.connect_retries.unwrap_or(defaults::CONNECT_RETRIES),
             via,
             worker_threads: p.worker_threads.unwrap_or(defaults::WORKER_THREADS),
+            header_read_timeout: match &p.header_read_timeout {
+                Some(t) if t.get_ref().0 < Duration::from_millis(1) => {
+                    return Err(src.error(t, "proxy.header_read_timeout", "must be at least 1ms"));
+                }
+                t => t
+                    .as_ref()
+                    .map(|t| t.get_ref().0)
+                    .unwrap_or(defaults::HEADER_READ_TIMEOUT),
+            },
+            max_header_bytes: match &p.max_header_bytes {
+                Some(n) if *n.get_ref() < 8192 => {
+                    return Err(src.error(n, "proxy.max_header_bytes", "must be at least 8192"));
+                }
+                n => n
+                    .as_ref()
+                    .map(|n| *n.get_ref())
+                    .unwrap_or(defaults::MAX_HEADER_BYTES),
+            },
+            max_headers: match &p.max_headers {
+                Some(n) if *n.get_ref() == 0 => {
+                    return Err(src.error(n, "proxy.max_headers", "must be at least 1"));
+                }
+                n => n
+                    .as_ref()
+                    .map(|n| *n.get_ref())
+                    .unwrap_or(defaults::MAX_HEADERS),
+            },
+            max_connections: match &p.max_connections {
+                Some(n) if *n.get_ref() == 0 => {
+                    return Err(src.error(n, "proxy.max_connections", "must be at least 1"));
+                }
+                n => n
+                    .as_ref()
+                    .map(|n| *n.get_ref())
+                    .unwrap_or(defaults::MAX_CONNECTIONS),
+            },
             trusted_proxies: {
                 let mut nets = Vec::new();
                 for n in p.trusted_proxies.iter().flatten() {
@@ -896,6 +938,11 @@ impl Validator<'_> {
                     &format!("{key}.link_translation_plugins"),
                 )?,
                 links: self.links(r, &key)?,
+                max_body_bytes: r
+                    .max_body_bytes
+                    .as_ref()
+                    .map(|n| *n.get_ref())
+                    .unwrap_or(defaults::MAX_BODY_BYTES),
                 rewrites: self.rewrites(r, &key, &farms)?,
                 https,
             });

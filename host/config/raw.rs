@@ -94,6 +94,14 @@ pub struct RawProxy {
     pub connect_retries: Option<u32>,
     pub via: Option<Spanned<String>>,
     pub worker_threads: Option<usize>,
+    /// Time a client has to send a request's head (slowloris), also the keep-alive idle limit.
+    pub header_read_timeout: Option<Spanned<Dur>>,
+    /// Largest request head (start line and headers), in bytes; larger -> 431.
+    pub max_header_bytes: Option<Spanned<usize>>,
+    /// Most headers in a request; more -> 431.
+    pub max_headers: Option<Spanned<usize>>,
+    /// Client connections open at once; at the limit, accepting waits.
+    pub max_connections: Option<Spanned<usize>>,
     /// Peers whose `X-Forwarded-For` is believed: addresses or CIDR blocks.
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     /// The affinity cookie signing key, inline (prefer `affinity_key_env`).
@@ -177,6 +185,8 @@ pub struct RawRule {
     pub router_plugins: Option<Vec<Spanned<String>>>,
     /// Link-translation plugins, in order; absent = every one in the watched folder.
     pub link_translation_plugins: Option<Vec<Spanned<String>>>,
+    /// Largest request body accepted, in bytes; larger -> 413.
+    pub max_body_bytes: Option<Spanned<u64>>,
     /// Whether responses are link-translated (TMG's "apply link translation to this rule").
     pub translate_links: Option<bool>,
     /// Further `from = to` replacements beside internal site name -> public name.

@@ -79,6 +79,12 @@ fn the_default_config_states_the_defaults() {
         d::PLUGIN_FAILURES_BEFORE_DISABLE
     );
     assert!(p.trusted_proxies.is_empty());
+    assert_eq!(p.header_read_timeout, d::HEADER_READ_TIMEOUT);
+    assert_eq!(
+        (p.max_header_bytes, p.max_headers, p.max_connections),
+        (d::MAX_HEADER_BYTES, d::MAX_HEADERS, d::MAX_CONNECTIONS)
+    );
+    assert_eq!(c.rules[0].max_body_bytes, d::MAX_BODY_BYTES);
     let f = &c.farms[0];
     assert_eq!(f.balance, None);
     assert_eq!(f.affinity_mode, d::AFFINITY);

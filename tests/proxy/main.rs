@@ -9,6 +9,7 @@ mod forwarding;
 mod health;
 mod https;
 mod lifecycle;
+mod limits;
 mod plugin_cli;
 mod plugins;
 mod pool;
