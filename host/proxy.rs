@@ -395,6 +395,12 @@ impl Proxy {
                 rule.internal_site_name.as_deref(),
                 upgrade.is_some(),
             );
+            // An idempotent request without a body can be sent again elsewhere if this member
+            // fails it before answering; keep its head for that.
+            let again = (upgrade.is_none()
+                && is_idempotent(req.method())
+                && http_body::Body::is_end_stream(req.body()))
+            .then(|| clone_head(&req));
             let in_flight = member.begin();
             let sent_at = Instant::now();
             match self
@@ -521,6 +527,23 @@ impl Proxy {
                         &generation.config.farms[farm_idx].health,
                         None,
                     );
+                    // The member closed the exchange before any response byte: an idempotent
+                    // bodiless request goes to another member, within the retry budget.
+                    let broke_before_answer = matches!(e, ProxyError::Upstream { .. });
+                    if let Some(head) = again
+                        && broke_before_answer
+                        && retries_left > 0
+                    {
+                        if let Some(i) = farm.index_of(&member).filter(|i| *i < 64) {
+                            tried |= 1 << i;
+                        }
+                        if farm.members().len() > tried.count_ones() as usize {
+                            tracing::warn!(member = %member.name, error = %e, "member failed the request before answering; trying another");
+                            retries_left -= 1;
+                            req = head;
+                            continue;
+                        }
+                    }
                     return Err(e);
                 }
             }

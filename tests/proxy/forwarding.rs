@@ -328,3 +328,48 @@ async fn http11_request_without_host_is_400() {
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert_eq!(backend.requests(), 0);
 }
+
+/// A member that accepts connections, reads the request and hangs up without a response.
+async fn hang_up_member() -> (u16, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn idempotent_requests_a_member_drops_unanswered_go_to_another() {
+    let good = Backend::start("good").await;
+    let (bad_port, bad) = hang_up_member().await;
+    let config = simple_config(&[&good], "", "").replace(
+        "members = [",
+        &format!("members = [{{ name = \"bad\", host = \"127.0.0.1\", port = {bad_port} }}, "),
+    );
+    let proxy = Proxy::start(&config).await;
+    let mut client = Client::connect(proxy.addr).await;
+    for _ in 0..10 {
+        let a = client.get("www.example.com", "/").await;
+        assert_eq!(
+            (a.status.as_u16(), a.header("x-backend")),
+            (200, Some("good"))
+        );
+    }
+    let bad_member = proxy.farm("farm").member("bad").unwrap();
+    assert!(bad_member.stats.failures.load(Ordering::SeqCst) >= 5);
+    // A POST is not repeated: whoever gets it answers, or it fails.
+    let mut statuses = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let req = Request::post("/")
+            .header("host", "www.example.com")
+            .body(empty())
+            .unwrap();
+        statuses.insert(client.request(req).await.status.as_u16());
+    }
+    assert!(statuses.contains(&502), "{statuses:?}");
+    bad.abort();
+}
