@@ -39,7 +39,8 @@ pub fn set_cookie_values(cookie_name: &str, token: &str) -> [HeaderValue; 2] {
     ]
 }
 
-/// The values of every cookie named `name` in a request's Cookie headers.
+/// The values of every cookie named `name` in a request's Cookie headers. Headers are read as
+/// bytes: another cookie with a non-ASCII value must not hide this one.
 pub fn cookie_values<'a>(
     headers: &'a http::HeaderMap,
     name: &'a str,
@@ -47,11 +48,14 @@ pub fn cookie_values<'a>(
     headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(move |(k, _)| *k == name)
-        .map(|(_, v)| v.trim().trim_matches('"'))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .filter_map(|pair| {
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
+        })
+        .filter(move |(k, _)| *k == name.as_bytes())
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .map(|v| v.trim_matches('"'))
 }
 
 /// Unpadded base64url (RFC 4648 §5): cookie-safe without quoting.
@@ -109,6 +113,15 @@ mod tests {
         );
         assert_eq!(cookie_values(&h, "y").collect::<Vec<_>>(), ["2"]);
         assert_eq!(cookie_values(&h, "z").count(), 0);
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            HeaderValue::from_bytes(b"pref=caf\xc3\xa9; farmgate_affinity=tok").unwrap(),
+        );
+        assert_eq!(
+            cookie_values(&h, "farmgate_affinity").collect::<Vec<_>>(),
+            ["tok"]
+        );
     }
 
     #[test]

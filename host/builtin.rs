@@ -50,6 +50,12 @@ pub const HEALTH: Builtin = Builtin {
 
 pub const ALL: [&Builtin; 4] = [&BALANCE, &ROUTER, &LINKS, &HEALTH];
 
+/// The built-ins' call deadline. They are farmgate's own code, and a built-in interrupted by a
+/// deadline fails open: on a loaded machine, where a thread can wait more than the 10 ms meant
+/// for third-party plugins, that would let internal names through untranslated. Their deadline
+/// only guards against a bug that loops.
+pub const BUILTIN_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The settings each built-in gets from `config`, as the JSON its `init` reads.
 pub fn settings(builtin: &Builtin, config: &Config) -> String {
     let value = match builtin.name {
@@ -120,6 +126,7 @@ pub async fn install(runtime: &Arc<Runtime>, config: &Config) -> Result<(), Stri
         let rt = Arc::clone(runtime);
         let plugin_config = PluginConfig {
             settings_json: settings(b, config),
+            call_timeout: Some(BUILTIN_CALL_TIMEOUT),
             ..PluginConfig::default()
         };
         tasks.push(tokio::task::spawn_blocking(move || {

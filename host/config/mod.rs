@@ -94,6 +94,8 @@ impl Default for PluginSettings {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PluginConfig {
     pub fail_closed: bool,
+    /// A deadline of its own instead of `plugins.call_timeout` (the built-in plugins').
+    pub call_timeout: Option<Duration>,
     /// The settings table as JSON, handed to the plugin's `init`.
     pub settings_json: String,
     /// What the plugin's WASI may reach beyond what Rust's std needs; nothing by default.
@@ -467,7 +469,7 @@ impl Config {
                 line,
                 column,
                 key: source.table_at(line),
-                message: e.message().trim().to_string(),
+                message: toml_message(&e),
             }
         })?;
         Validator { source }.validate(raw)
@@ -510,6 +512,28 @@ impl Config {
             out.push_str(&format!("\n  farm {}: {}", f.name, names.join(", ")));
         }
         out
+    }
+}
+
+/// What toml says is wrong. Some of its errors carry no message of their own (a value missing at
+/// the end of the text, a control character in a comment); their display text is used then.
+fn toml_message(e: &toml::de::Error) -> String {
+    let own = e.message().trim();
+    if !own.is_empty() {
+        return own.to_string();
+    }
+    let shown = e.to_string();
+    let last = shown
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.starts_with("-->"))
+        .last()
+        .unwrap_or("")
+        .trim_start_matches(|c: char| c == '^' || c == '|' || c.is_whitespace());
+    if last.is_empty() {
+        "the file is not valid TOML here".to_string()
+    } else {
+        last.to_string()
     }
 }
 
@@ -1612,6 +1636,7 @@ impl Validator<'_> {
                 name,
                 PluginConfig {
                     fail_closed: c.fail_closed,
+                    call_timeout: None,
                     settings_json,
                     env: c.env.into_iter().collect(),
                     read_only_dirs,
@@ -1917,6 +1942,15 @@ farm = "f"
         assert_eq!(split_host_port("[::1]:80"), ("::1", Some("80")));
         assert_eq!(split_host_port("::1"), ("::1", None));
         assert_eq!(split_host_port("a.b"), ("a.b", None));
+    }
+
+    #[test]
+    fn toml_errors_always_say_something() {
+        for text in ["a = ", "#\0\n", "#\r It runs"] {
+            let e = err(text);
+            assert!(!e.message.trim().is_empty(), "{text:?}: {e}");
+            assert!(e.line >= 1, "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -554,8 +554,12 @@ impl Runtime {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn deadline_ticks(&self) -> u64 {
-        let timeout = self.settings.load().call_timeout;
+    /// The call deadline of `plugin`: its own, or the runtime's.
+    fn deadline_ticks(&self, plugin: &Plugin) -> u64 {
+        let timeout = plugin
+            .config
+            .call_timeout
+            .unwrap_or(self.settings.load().call_timeout);
         (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
     }
 
@@ -585,7 +589,9 @@ impl Runtime {
         let (mut instance, _) = plugin
             .instantiate(self.settings.load().call_timeout)
             .await?;
-        instance.store.set_epoch_deadline(self.deadline_ticks());
+        instance
+            .store
+            .set_epoch_deadline(self.deadline_ticks(plugin));
         instance
             .bindings
             .farmgate_plugin_router()
@@ -679,7 +685,9 @@ impl Runtime {
                 Err(e) => return Err(self.failed(plugin, hook, e)),
             },
         };
-        instance.store.set_epoch_deadline(self.deadline_ticks());
+        instance
+            .store
+            .set_epoch_deadline(self.deadline_ticks(plugin));
         Ok(instance)
     }
 

@@ -2,7 +2,6 @@
 //! remove, weight, add) with their effect on the next requests, the bearer token off loopback,
 //! `/live` and `/ready`, and `/metrics` read by a Prometheus text parser.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -66,25 +65,13 @@ fn member<'a>(farm: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("member {name} in {farm}"))
 }
 
-async fn spread(client: &mut Client, n: usize) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for _ in 0..n {
-        let a = client.get("www.example.com", "/").await;
-        assert_eq!(a.status, 200, "{}", a.text());
-        *counts
-            .entry(a.header("x-backend").unwrap_or("").to_string())
-            .or_default() += 1;
-    }
-    counts
-}
-
 #[tokio::test]
 async fn status_json_covers_farms_rules_plugins_and_pool() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let proxy = Proxy::start(&admin_config(&[&a, &b], "", "bind = \"127.0.0.1:0\"")).await;
     let admin = AdminClient::of(&proxy);
     let mut client = Client::connect(proxy.addr).await;
-    spread(&mut client, 4).await;
+    spread(&mut client, 4, "/").await;
     let (status, farms) = admin.json("GET", "/api/farms", None).await;
     assert_eq!(status, 200);
     let farm = &farms["farms"][0];
@@ -139,12 +126,12 @@ async fn drain_resume_remove_and_weight_take_effect_on_the_next_request() {
         .json("POST", "/api/farms/farm/members/b/drain", None)
         .await;
     assert_eq!((status, m["state"].as_str()), (200, Some("draining")));
-    assert_eq!(spread(&mut client, 6).await.get("b"), None);
+    assert_eq!(spread(&mut client, 6, "/").await.get("b"), None);
     let (status, m) = admin
         .json("POST", "/api/farms/farm/members/b/resume", None)
         .await;
     assert_eq!((status, m["state"].as_str()), (200, Some("active")));
-    assert_eq!(spread(&mut client, 6).await.get("b"), Some(&3));
+    assert_eq!(spread(&mut client, 6, "/").await.get("b"), Some(&3));
 
     // Weight 3:1 under round robin.
     let (status, m) = admin
@@ -155,7 +142,7 @@ async fn drain_resume_remove_and_weight_take_effect_on_the_next_request() {
         )
         .await;
     assert_eq!((status, m["weight"].as_u64()), (200, Some(3)));
-    let counts = spread(&mut client, 8).await;
+    let counts = spread(&mut client, 8, "/").await;
     assert_eq!((counts.get("a"), counts.get("b")), (Some(&6), Some(&2)));
     let (status, _) = admin
         .json(
@@ -182,7 +169,7 @@ async fn drain_resume_remove_and_weight_take_effect_on_the_next_request() {
         .json("POST", "/api/farms/farm/members/b/remove", None)
         .await;
     assert_eq!((status, m["state"].as_str()), (200, Some("removed")));
-    assert_eq!(spread(&mut client, 4).await.get("a"), Some(&4));
+    assert_eq!(spread(&mut client, 4, "/").await.get("a"), Some(&4));
     let (status, _) = admin
         .json("POST", "/api/farms/farm/members/b/resume", None)
         .await;
@@ -218,7 +205,7 @@ async fn added_members_take_requests_and_are_verified() {
         .await;
     assert_eq!(status, 409, "{e}");
     let mut client = Client::connect(proxy.addr).await;
-    assert_eq!(spread(&mut client, 6).await.get("c"), Some(&3));
+    assert_eq!(spread(&mut client, 6, "/").await.get("c"), Some(&3));
     // The new member has a verifier of its own.
     c.set_healthy(false);
     eventually("c goes out of service", || {
@@ -282,7 +269,7 @@ async fn metrics_parse_as_prometheus_text() {
     let proxy = Proxy::start(&admin_config(&[&a, &b], "", "bind = \"127.0.0.1:0\"")).await;
     let admin = AdminClient::of(&proxy);
     let mut client = Client::connect(proxy.addr).await;
-    spread(&mut client, 6).await;
+    spread(&mut client, 6, "/").await;
     proxy
         .farm("farm")
         .member("b")

@@ -11,62 +11,8 @@ use http::Request;
 
 use crate::support::*;
 
-/// One listener, one rule for `*` (with `rule_extra`), one farm `farm` of the given backends
-/// with the given weights (with `farm_extra`).
-fn farm_config(
-    backends: &[(&Backend, u32)],
-    farm_extra: &str,
-    rule_extra: &str,
-    proxy_extra: &str,
-) -> String {
-    let members: Vec<String> = backends
-        .iter()
-        .map(|(b, w)| {
-            format!(
-                "{{ name = \"{}\", host = \"127.0.0.1\", port = {}, weight = {w} }}",
-                b.name,
-                b.port()
-            )
-        })
-        .collect();
-    format!(
-        r#"
-[proxy]
-{proxy_extra}
-[access_log]
-format = "off"
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-[[rules]]
-name = "site"
-public_names = ["*"]
-farm = "farm"
-{rule_extra}
-[[farms]]
-name = "farm"
-members = [{}]
-{farm_extra}
-"#,
-        members.join(", ")
-    )
-}
-
 fn even<'a>(backends: &[&'a Backend]) -> Vec<(&'a Backend, u32)> {
     backends.iter().map(|b| (*b, 1)).collect()
-}
-
-/// Which backend served each of `n` requests for `path`, counted by name.
-async fn spread(client: &mut Client, n: usize, path: &str) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for _ in 0..n {
-        let a = client.get("www.example.com", path).await;
-        assert_eq!(a.status, 200, "{}", a.text());
-        *counts
-            .entry(a.header("x-backend").unwrap_or("").to_string())
-            .or_default() += 1;
-    }
-    counts
 }
 
 fn count(counts: &HashMap<String, usize>, name: &str) -> usize {
@@ -84,7 +30,7 @@ async fn three() -> (Backend, Backend, Backend) {
 #[tokio::test]
 async fn least_current_request_takes_turns_and_avoids_busy_members() {
     let (a, b, c) = three().await;
-    let proxy = Proxy::start(&farm_config(&even(&[&a, &b, &c]), "", "", "")).await;
+    let proxy = Proxy::start(&weighted_config(&even(&[&a, &b, &c]), "", "", "")).await;
     let mut client = Client::connect(proxy.addr).await;
     let counts = spread(&mut client, 30, "/").await;
     for n in ["a", "b", "c"] {
@@ -119,7 +65,7 @@ async fn least_current_request_takes_turns_and_avoids_busy_members() {
 #[tokio::test]
 async fn round_robin_respects_weights_over_every_window() {
     let (a, b, c) = three().await;
-    let proxy = Proxy::start(&farm_config(
+    let proxy = Proxy::start(&weighted_config(
         &[(&a, 3), (&b, 1), (&c, 1)],
         "balance = \"round-robin\"",
         "",
@@ -147,7 +93,7 @@ async fn round_robin_respects_weights_over_every_window() {
 #[tokio::test]
 async fn weighted_total_traffic_balances_bytes_by_weight() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let proxy = Proxy::start(&farm_config(
+    let proxy = Proxy::start(&weighted_config(
         &[(&a, 2), (&b, 1)],
         "balance = \"weighted-total-traffic\"",
         "",
@@ -171,7 +117,7 @@ async fn weighted_total_traffic_balances_bytes_by_weight() {
 async fn least_response_time_prefers_the_fast_member() {
     let fast = Backend::start("fast").await;
     let slow = Backend::start_slow("slow", Duration::from_millis(30)).await;
-    let proxy = Proxy::start(&farm_config(
+    let proxy = Proxy::start(&weighted_config(
         &even(&[&fast, &slow]),
         "balance = \"least-response-time\"",
         "",
@@ -189,7 +135,7 @@ async fn least_response_time_prefers_the_fast_member() {
 async fn random_and_power_of_two_choices_spread_over_all_members() {
     let (a, b, c) = three().await;
     for balance in ["random", "power-of-two-choices"] {
-        let proxy = Proxy::start(&farm_config(
+        let proxy = Proxy::start(&weighted_config(
             &even(&[&a, &b, &c]),
             &format!("balance = \"{balance}\""),
             "",
@@ -211,7 +157,7 @@ async fn random_and_power_of_two_choices_spread_over_all_members() {
 #[tokio::test]
 async fn hashing_is_consistent_and_moves_only_the_keys_of_a_removed_member() {
     let (a, b, c) = three().await;
-    let proxy = Proxy::start(&farm_config(
+    let proxy = Proxy::start(&weighted_config(
         &even(&[&a, &b, &c]),
         "balance = \"hash\"\nhash_on = \"url\"",
         "",
@@ -270,7 +216,7 @@ async fn get_with_cookie(client: &mut Client, cookie: Option<&str>) -> Answer {
 #[tokio::test]
 async fn cookie_affinity_sticks_fails_over_and_stays_after_return() {
     let (a, b, c) = three().await;
-    let proxy = Proxy::start(&farm_config(
+    let proxy = Proxy::start(&weighted_config(
         &even(&[&a, &b, &c]),
         "affinity = \"cookie\"",
         "",
@@ -327,7 +273,7 @@ async fn cookie_affinity_sticks_fails_over_and_stays_after_return() {
 #[tokio::test]
 async fn a_forged_or_foreign_cookie_is_ignored_not_an_error() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let config = farm_config(&even(&[&a, &b]), "affinity = \"cookie\"", "", "");
+    let config = weighted_config(&even(&[&a, &b]), "affinity = \"cookie\"", "", "");
     let proxy = Proxy::start(&config).await;
     let mut client = Client::connect(proxy.addr).await;
     for forged in [
@@ -358,7 +304,7 @@ async fn a_forged_or_foreign_cookie_is_ignored_not_an_error() {
 #[tokio::test]
 async fn instances_with_one_key_accept_each_others_cookies() {
     let (a, b, c) = three().await;
-    let config = farm_config(
+    let config = weighted_config(
         &even(&[&a, &b, &c]),
         "affinity = \"cookie\"",
         "",
@@ -380,7 +326,7 @@ async fn instances_with_one_key_accept_each_others_cookies() {
 #[tokio::test]
 async fn draining_under_cookie_affinity_keeps_sessions_and_takes_no_new_ones() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let proxy = Proxy::start(&farm_config(
+    let proxy = Proxy::start(&weighted_config(
         &even(&[&a, &b]),
         "affinity = \"cookie\"",
         "",
@@ -431,7 +377,7 @@ async fn get_as(client: &mut Client, ip: &str) -> String {
 #[tokio::test]
 async fn client_ip_affinity_spreads_failover_evenly_and_returns_clients() {
     let (a, b, c) = three().await;
-    let proxy = Proxy::start(&farm_config(
+    let proxy = Proxy::start(&weighted_config(
         &even(&[&a, &b, &c]),
         "affinity = \"client-ip\"",
         "",
@@ -485,7 +431,7 @@ async fn client_ip_affinity_spreads_failover_evenly_and_returns_clients() {
 #[tokio::test]
 async fn forwarded_for_is_ignored_from_untrusted_peers() {
     let (a, b, c) = three().await;
-    let proxy = Proxy::start(&farm_config(
+    let proxy = Proxy::start(&weighted_config(
         &even(&[&a, &b, &c]),
         "affinity = \"client-ip\"",
         "",
@@ -525,7 +471,7 @@ action = "respond"
 status = 503
 body = "{C:1}: back soon"
 "#;
-    let config = farm_config(&even(&[&a]), "", rules, "").replace(
+    let config = weighted_config(&even(&[&a]), "", rules, "").replace(
         "[[farms]]",
         &format!(
             "[[farms]]\nname = \"other\"\nmembers = [{{ name = \"b\", host = \"127.0.0.1\", port = {} }}]\n[[farms]]",
@@ -570,7 +516,7 @@ const INTERNAL: &str = "internal_site_name = \"intranet.test\"";
 #[tokio::test]
 async fn link_translation_of_bodies_split_anywhere_plain_gzip_and_br() {
     let a = Backend::start("a").await;
-    let proxy = Proxy::start(&farm_config(&even(&[&a]), "", INTERNAL, "")).await;
+    let proxy = Proxy::start(&weighted_config(&even(&[&a]), "", INTERNAL, "")).await;
     let mut client = Client::connect(proxy.addr).await;
     let expected = links_page("a")
         .replace("http://intranet.test", "http://www.example.com")
@@ -614,7 +560,7 @@ async fn link_translation_of_bodies_split_anywhere_plain_gzip_and_br() {
 #[tokio::test]
 async fn link_translation_of_headers_and_scheme_and_opt_out() {
     let a = Backend::start("a").await;
-    let proxy = Proxy::start(&farm_config(&even(&[&a]), "", INTERNAL, "")).await;
+    let proxy = Proxy::start(&weighted_config(&even(&[&a]), "", INTERNAL, "")).await;
     let mut client = Client::connect(proxy.addr).await;
     let r = client.get("www.example.com:8443", "/moved").await;
     assert_eq!(r.status, 302);
@@ -626,7 +572,7 @@ async fn link_translation_of_headers_and_scheme_and_opt_out() {
     assert!(cookie.contains("Domain=www.example.com;"), "{cookie}");
 
     // A rule that opts out passes bodies through untouched.
-    let off = Proxy::start(&farm_config(
+    let off = Proxy::start(&weighted_config(
         &even(&[&a]),
         "",
         &format!("{INTERNAL}\ntranslate_links = false"),
@@ -645,7 +591,7 @@ async fn link_translation_of_headers_and_scheme_and_opt_out() {
 #[tokio::test]
 async fn configured_link_mappings_apply_beside_the_internal_name() {
     let a = Backend::start("a").await;
-    let proxy = Proxy::start(&farm_config(
+    let proxy = Proxy::start(&weighted_config(
         &even(&[&a]),
         "",
         "link_mappings = { \"<h1>\" = \"<h1 class=x>\" }",
@@ -685,7 +631,7 @@ fn probe(
 async fn health_evaluation_judges_status_ranges_content_and_time() {
     use farmgate::plugins::{HealthVerdict, Hook};
     let a = Backend::start("a").await;
-    let config = farm_config(&even(&[&a]), "", "", "").replace(
+    let config = weighted_config(&even(&[&a]), "", "", "").replace(
         "[[farms]]\nname = \"farm\"",
         "[[farms]]\nname = \"strict\"\nmembers = [{ host = \"127.0.0.1\" }]\n[farms.health]\nstatuses = \"200, 301-302\"\ncontent_match = \"OK\"\nresponse_time_threshold = \"800ms\"\n[[farms]]\nname = \"farm\"",
     );

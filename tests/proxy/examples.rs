@@ -8,12 +8,6 @@ use http::Request;
 
 use crate::support::*;
 
-fn example(crate_name: &str) -> Vec<u8> {
-    let path = Path::new(env!("FARMGATE_GUEST_DIR"))
-        .join(format!("{}.wasm", crate_name.replace('-', "_")));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("example {}: {e}", path.display()))
-}
-
 /// A proxy whose plugin folder holds `plugin`, with `settings`, the rule bound to it, and one
 /// farm per backend (named as the backend; the rule's own farm is the first).
 async fn proxy_with(
@@ -23,7 +17,7 @@ async fn proxy_with(
 ) -> (Proxy, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let name = plugin.replace('-', "_");
-    std::fs::write(dir.path().join(format!("{name}.wasm")), example(plugin)).unwrap();
+    std::fs::write(dir.path().join(format!("{name}.wasm")), guest(plugin)).unwrap();
     let farms: String = backends
         .iter()
         .map(|b| {
@@ -200,7 +194,7 @@ async fn json_health_reads_a_status_page() {
         settings_json: r#"{"required_checks": ["db"]}"#.into(),
         ..Default::default()
     };
-    let bytes = example("json-health");
+    let bytes = guest("json-health");
     let loader = rt.clone();
     let plugin = tokio::task::spawn_blocking(move || {
         loader.load_with(

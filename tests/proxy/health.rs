@@ -18,18 +18,6 @@ fn health_config(backends: &[&Backend], health: &str) -> String {
 const FAST_HTTP: &str =
     "check = \"http\"\nurl = \"http://*/health\"\ninterval = \"50ms\"\ntimeout = \"500ms\"";
 
-async fn served_by(client: &mut Client, n: usize) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for _ in 0..n {
-        let a = client.get("www.example.com", "/").await;
-        assert_eq!(a.status, 200, "{}", a.text());
-        *counts
-            .entry(a.header("x-backend").unwrap_or("").to_string())
-            .or_default() += 1;
-    }
-    counts
-}
-
 fn state_of(proxy: &Proxy, member: &str) -> MemberState {
     proxy.farm("farm").member(member).expect("member").state()
 }
@@ -62,11 +50,11 @@ async fn a_stopped_member_goes_out_of_service_and_returns_when_started() {
         member.reason()
     );
     let mut client = Client::connect(proxy.addr).await;
-    let counts = served_by(&mut client, 10).await;
+    let counts = spread(&mut client, 10, "/").await;
     assert_eq!(counts.get("a"), Some(&10), "{counts:?}");
     let b = Backend::start_on(b_addr, "b").await;
     eventually("b returns", || state_of(&proxy, "b") == MemberState::Active).await;
-    let counts = served_by(&mut client, 10).await;
+    let counts = spread(&mut client, 10, "/").await;
     assert!(counts.get("b").copied().unwrap_or(0) >= 4, "{counts:?}");
     drop(b);
 }
@@ -168,14 +156,14 @@ async fn below_minimum_servers_every_member_is_used_again() {
     .await;
     assert!(!farm.in_panic(), "two of three are still active");
     let mut client = Client::connect(proxy.addr).await;
-    assert_eq!(served_by(&mut client, 12).await.get("b"), None);
+    assert_eq!(spread(&mut client, 12, "/").await.get("b"), None);
     c.set_healthy(false);
     eventually("c goes out", || {
         state_of(&proxy, "c") == MemberState::OutOfService
     })
     .await;
     eventually("panic mode", || farm.in_panic()).await;
-    let counts = served_by(&mut client, 12).await;
+    let counts = spread(&mut client, 12, "/").await;
     for n in ["a", "b", "c"] {
         assert_eq!(
             counts.get(n),
@@ -185,7 +173,7 @@ async fn below_minimum_servers_every_member_is_used_again() {
     }
     b.set_healthy(true);
     eventually("panic mode ends", || !farm.in_panic()).await;
-    let counts = served_by(&mut client, 12).await;
+    let counts = spread(&mut client, 12, "/").await;
     assert_eq!(counts.get("c"), None, "{counts:?}");
 }
 
@@ -219,7 +207,7 @@ async fn a_name_that_stops_resolving_is_unable_to_verify() {
         member.reason()
     );
     let mut client = Client::connect(proxy.addr).await;
-    assert_eq!(served_by(&mut client, 6).await.get("a"), Some(&6));
+    assert_eq!(spread(&mut client, 6, "/").await.get("a"), Some(&6));
     proxy.running().resolver.set_hosts(HashMap::from([(
         "b.farm.test".to_string(),
         vec!["127.0.0.1".parse().unwrap()],

@@ -9,13 +9,6 @@ use farmgate::plugins::Runtime;
 
 use crate::support::*;
 
-/// A test guest built by the build script (`plugins/test-*`).
-fn guest(crate_name: &str) -> Vec<u8> {
-    let path = Path::new(env!("FARMGATE_GUEST_DIR"))
-        .join(format!("{}.wasm", crate_name.replace('-', "_")));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("guest {}: {e}", path.display()))
-}
-
 /// Puts a plugin into the folder the way authors are told to: write elsewhere, rename in.
 fn drop_plugin(dir: &Path, name: &str, bytes: &[u8]) {
     let tmp = dir.join(format!(".{name}.partial"));

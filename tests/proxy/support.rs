@@ -654,11 +654,22 @@ impl Proxy {
 
 /// Config text for one listener, one rule for `*`, one farm of the given backends.
 pub fn simple_config(backends: &[&Backend], rule_extra: &str, proxy_extra: &str) -> String {
+    let even: Vec<(&Backend, u32)> = backends.iter().map(|b| (*b, 1)).collect();
+    weighted_config(&even, "", rule_extra, proxy_extra)
+}
+
+/// [`simple_config`] with a weight per member and lines for the farm (`farm_extra`).
+pub fn weighted_config(
+    backends: &[(&Backend, u32)],
+    farm_extra: &str,
+    rule_extra: &str,
+    proxy_extra: &str,
+) -> String {
     let members: Vec<String> = backends
         .iter()
-        .map(|b| {
+        .map(|(b, w)| {
             format!(
-                "{{ name = \"{}\", host = \"127.0.0.1\", port = {} }}",
+                "{{ name = \"{}\", host = \"127.0.0.1\", port = {}, weight = {w} }}",
                 b.name,
                 b.port()
             )
@@ -681,9 +692,31 @@ farm = "farm"
 [[farms]]
 name = "farm"
 members = [{}]
+{farm_extra}
 "#,
         members.join(", ")
     )
+}
+
+/// Which backend served each of `n` requests for `path` (by its `x-backend`), counted; every
+/// answer must be 200.
+pub async fn spread(client: &mut Client, n: usize, path: &str) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let a = client.get("www.example.com", path).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        *counts
+            .entry(a.header("x-backend").unwrap_or("").to_string())
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// A wasm guest built by the build script (`plugins/` and `examples/` crates), by crate name.
+pub fn guest(crate_name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("FARMGATE_GUEST_DIR"))
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("guest {}: {e}", path.display()))
 }
 
 /// A keep-alive HTTP/1.1 client connection to the proxy.
