@@ -526,8 +526,7 @@ fn toml_message(e: &toml::de::Error) -> String {
     let last = shown
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.starts_with("-->"))
-        .last()
+        .rfind(|l| !l.is_empty() && !l.starts_with('|') && !l.starts_with("-->"))
         .unwrap_or("")
         .trim_start_matches(|c: char| c == '^' || c == '|' || c.is_whitespace());
     if last.is_empty() {
