@@ -18,6 +18,15 @@ fn guest(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The runtime's defaults with a generous call deadline: a busy machine must not turn a
+/// measurement into a failure (the deadline does not change what a call costs).
+fn bench_settings() -> PluginSettings {
+    PluginSettings {
+        call_timeout: Duration::from_secs(1),
+        ..PluginSettings::default()
+    }
+}
+
 fn request() -> RequestView {
     let headers = [
         ("host", "www.contoso.com"),
@@ -123,7 +132,7 @@ fn hook_calls(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let runtime = Runtime::new(PluginSettings::default()).expect("plugin runtime");
+    let runtime = Runtime::new(bench_settings()).expect("plugin runtime");
     let router = load(&rt, &runtime, "router", guest("test_router_v2"));
     let affinity = load(&rt, &runtime, "fixed", guest("test_fixed_member"));
     let req = request();
@@ -167,7 +176,7 @@ fn member_choice(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let runtime = Runtime::new(PluginSettings::default()).expect("plugin runtime");
+    let runtime = Runtime::new(bench_settings()).expect("plugin runtime");
     let req = request();
     let policies = [
         ("least-current-request", "{}"),
@@ -191,8 +200,10 @@ fn member_choice(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("member_choice");
     for (name, farm_settings) in policies {
+        // As farmgate configures the built-in: its own deadline.
         let config = PluginConfig {
             settings_json: format!(r#"{{"farms": {{"web": {farm_settings}}}}}"#),
+            call_timeout: Some(farmgate::builtin::BUILTIN_CALL_TIMEOUT),
             ..PluginConfig::default()
         };
         let plugin = {
@@ -239,7 +250,7 @@ fn loading(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let runtime = Runtime::new(PluginSettings::default()).expect("plugin runtime");
+    let runtime = Runtime::new(bench_settings()).expect("plugin runtime");
     let bytes = guest("test_router_v2");
     let mut group = c.benchmark_group("load");
     group
