@@ -41,9 +41,7 @@ impl HealthChecker {
         runtime: Arc<Runtime>,
         resolver: Resolver,
     ) -> Result<Arc<HealthChecker>, String> {
-        if let Some(f) = config.farms.iter().find(|f| f.health.check == Check::Ping) {
-            ping_available().map_err(|e| format!("farm \"{}\": {e}", f.name))?;
-        }
+        check_runnable(config)?;
         let checker = Arc::new(HealthChecker {
             runtime,
             resolver,
@@ -65,9 +63,7 @@ impl HealthChecker {
     /// After a config reload: the verifiers of the old generation stop, those of the new one
     /// start (members that persist keep their state; only their check counters start over).
     pub fn replace(&self, config: &Config, farms: &[Arc<Farm>]) -> Result<(), String> {
-        if let Some(f) = config.farms.iter().find(|f| f.health.check == Check::Ping) {
-            ping_available().map_err(|e| format!("farm \"{}\": {e}", f.name))?;
-        }
+        check_runnable(config)?;
         self.stop();
         self.watch_all(config, farms);
         Ok(())
@@ -564,6 +560,14 @@ pub fn live_traffic(
                 }
             });
         }
+    }
+}
+
+/// Whether every verifier `config` asks for can run here (ping needs unprivileged ICMP).
+fn check_runnable(config: &Config) -> Result<(), String> {
+    match config.farms.iter().find(|f| f.health.check == Check::Ping) {
+        Some(f) => ping_available().map_err(|e| format!("farm \"{}\": {e}", f.name)),
+        None => Ok(()),
     }
 }
 

@@ -364,6 +364,20 @@ impl Proxy {
         // sent, so this is safe for any method) within the retry budget.
         let mut tried = 0u64;
         let mut retries_left = generation.config.proxy.connect_retries;
+        // A member failed the exchange without a response: counted, and judged by the live
+        // traffic test.
+        let member_failed = |member: &Arc<Member>| {
+            member
+                .stats
+                .failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::health::live_traffic(
+                farm,
+                member,
+                &generation.config.farms[farm_idx].health,
+                None,
+            );
+        };
         loop {
             // Affinity chain first (on the first attempt), then the host's own balancing.
             let chosen = match &view {
@@ -491,16 +505,7 @@ impl Proxy {
                     return Ok(Response::from_parts(parts, body));
                 }
                 Err(AttemptError::Connect(e, back)) => {
-                    member
-                        .stats
-                        .failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    crate::health::live_traffic(
-                        farm,
-                        &member,
-                        &generation.config.farms[farm_idx].health,
-                        None,
-                    );
+                    member_failed(&member);
                     if let Some(i) = farm.index_of(&member).filter(|i| *i < 64) {
                         tried |= 1 << i;
                     }
@@ -517,16 +522,7 @@ impl Proxy {
                 }
                 Err(AttemptError::Failed(e @ ProxyError::BodyTooLarge { .. })) => return Err(e),
                 Err(AttemptError::Failed(e)) => {
-                    member
-                        .stats
-                        .failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    crate::health::live_traffic(
-                        farm,
-                        &member,
-                        &generation.config.farms[farm_idx].health,
-                        None,
-                    );
+                    member_failed(&member);
                     // The member closed the exchange before any response byte: an idempotent
                     // bodiless request goes to another member, within the retry budget.
                     let broke_before_answer = matches!(e, ProxyError::Upstream { .. });
