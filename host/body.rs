@@ -71,7 +71,7 @@ impl Body for ReqBody {
                         None => Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit))))),
                     }
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyFailed(e))))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
@@ -94,12 +94,28 @@ impl Body for ReqBody {
     }
 }
 
-/// Whether `e` (or what caused it) is a request body over its limit.
-pub fn is_body_too_large(e: &(dyn std::error::Error + 'static)) -> Option<u64> {
+/// Reading the client's request body failed: its chunked framing broke (see `framing`), or the
+/// client went away mid-body. The client's doing, never the member's.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+pub struct ClientBodyFailed(hyper::Error);
+
+/// What went wrong with the client's request body, if `e` (or what caused it) says so.
+pub enum ClientFault {
+    /// Over the rule's `max_body_bytes`.
+    TooLarge(u64),
+    /// Malformed or cut short.
+    Failed,
+}
+
+pub fn client_fault(e: &(dyn std::error::Error + 'static)) -> Option<ClientFault> {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(t) = err.downcast_ref::<BodyTooLarge>() {
-            return Some(t.0);
+            return Some(ClientFault::TooLarge(t.0));
+        }
+        if err.is::<ClientBodyFailed>() {
+            return Some(ClientFault::Failed);
         }
         cur = err.source();
     }

@@ -190,7 +190,7 @@ fn run(path: Option<&Path>) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        for (name, addr) in running.listeners() {
+        for (name, addr) in running.listeners().iter() {
             tracing::info!(listener = %name, "farmgate is serving: point a browser at http://{}/", browsable(*addr));
         }
         if let Some(addr) = running.admin {

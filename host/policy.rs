@@ -63,7 +63,7 @@ pub fn request_view(
             &generation.config.proxy.trusted_proxies,
         )
         .to_string(),
-        listener: generation.config.listeners[conn.listener].name.clone(),
+        listener: conn.listener.to_string(),
         rule: generation.config.rules[rule].name.clone(),
     }
 }

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::access_log::{AccessLog, AccessRecord};
-use crate::body::{Completion, ProxyBody, ReqBody};
+use crate::body::{ClientFault, Completion, ProxyBody, ReqBody};
 use crate::config::{Config, RuleConfig};
 use crate::error::ProxyError;
 use crate::farm::{Farm, Member};
@@ -52,6 +52,12 @@ pub struct Generation {
 impl Generation {
     pub fn new(config: Arc<Config>) -> Generation {
         Generation::carrying(config, None)
+    }
+
+    /// The index of the listener named `name` in this generation's config; `None` for a
+    /// listener a reload removed while its connections finish.
+    pub fn listener(&self, name: &str) -> Option<usize> {
+        self.config.listeners.iter().position(|l| l.name == name)
     }
 
     /// The generation of `config`, carrying over from `previous` the members that persist
@@ -120,13 +126,15 @@ impl Generation {
 /// Facts about the client connection a request arrived on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    /// Index into the config's listeners.
-    pub listener: usize,
+    /// The listener's name (a reload may renumber listeners; connections outlive that).
+    pub listener: Arc<str>,
     pub client: SocketAddr,
     /// The client address formatted for the forwarding headers.
     pub client_addr: headers::ClientAddr,
     /// `http` or `https`.
     pub proto: &'static str,
+    /// Tells the connection's framing checks how each request was answered.
+    pub verdicts: Arc<crate::framing::Verdicts>,
 }
 
 pub struct Proxy {
@@ -194,7 +202,7 @@ impl Proxy {
             .forward(&generation, req, conn, start, &mut log)
             .instrument(span.clone())
             .await;
-        match result {
+        let resp = match result {
             Ok(resp) => {
                 span.record("status", resp.status().as_u16());
                 resp
@@ -220,7 +228,12 @@ impl Proxy {
                 );
                 resp.map(|b| b.with_log(log))
             }
-        }
+        };
+        // Whether the bytes after an upgrade request are HTTP/1 again is for the framing
+        // checks to hear.
+        conn.verdicts
+            .answered(resp.status() == http::StatusCode::SWITCHING_PROTOCOLS);
+        resp
     }
 
     async fn forward(
@@ -240,8 +253,8 @@ impl Proxy {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
         let rule_idx = generation
-            .routes
-            .route(conn.listener, host_str, parts.uri.path())
+            .listener(&conn.listener)
+            .and_then(|l| generation.routes.route(l, host_str, parts.uri.path()))
             .ok_or_else(|| ProxyError::NoRule {
                 host: host_str.to_string(),
                 path: parts.uri.path().to_string(),
@@ -520,7 +533,9 @@ impl Proxy {
                     retries_left -= 1;
                     req = *back;
                 }
-                Err(AttemptError::Failed(e @ ProxyError::BodyTooLarge { .. })) => return Err(e),
+                Err(AttemptError::Failed(
+                    e @ (ProxyError::BodyTooLarge { .. } | ProxyError::BadRequest(_)),
+                )) => return Err(e),
                 Err(AttemptError::Failed(e)) => {
                     member_failed(&member);
                     // The member closed the exchange before any response byte: an idempotent
@@ -560,9 +575,18 @@ impl Proxy {
     ) -> Result<(Response<Incoming>, Pooled), AttemptError> {
         let timeout = generation.config.proxy.response_timeout;
         let failed = |source: hyper::Error| {
-            // A body over the rule's limit is the client's doing, not the member's.
-            if let Some(limit) = crate::body::is_body_too_large(&source) {
-                return AttemptError::Failed(ProxyError::BodyTooLarge { limit });
+            // A body over the rule's limit, malformed or cut short is the client's doing, not
+            // the member's.
+            match crate::body::client_fault(&source) {
+                Some(ClientFault::TooLarge(limit)) => {
+                    return AttemptError::Failed(ProxyError::BodyTooLarge { limit });
+                }
+                Some(ClientFault::Failed) => {
+                    return AttemptError::Failed(ProxyError::BadRequest(
+                        "the request body is malformed or was cut short",
+                    ));
+                }
+                None => {}
             }
             AttemptError::Failed(ProxyError::Upstream {
                 farm: farm.name.clone(),

@@ -8,8 +8,10 @@
 //! Triggers: the config file changing on disk (watched, debounced), SIGHUP (the binary), and
 //! `POST /api/reload` on the admin listener. Reloads are serialised.
 //!
-//! What a reload cannot change while running is refused with a clear message (listeners,
-//! sample servers, the admin listener, the plugin folder, worker threads, the access log).
+//! Listeners are added, removed and restarted without touching the others (see `listeners`);
+//! a listener address that cannot be bound refuses the whole reload. What a reload cannot
+//! change while running is refused with a clear message (sample servers, the admin listener,
+//! the plugin folder, worker threads, the access log).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use notify::{RecursiveMode, Watcher};
 
 use crate::config::Config;
 use crate::health::HealthChecker;
+use crate::listeners::Listeners;
 use crate::proxy::{Generation, Proxy};
 use crate::resolve::Resolver;
 
@@ -33,6 +36,7 @@ pub struct Reloader {
     proxy: Arc<Proxy>,
     health: Arc<HealthChecker>,
     resolver: Resolver,
+    listeners: Arc<Listeners>,
     /// One reload at a time.
     lock: tokio::sync::Mutex<()>,
     /// Reloads applied, and refused.
@@ -46,12 +50,14 @@ impl Reloader {
         proxy: Arc<Proxy>,
         health: Arc<HealthChecker>,
         resolver: Resolver,
+        listeners: Arc<Listeners>,
     ) -> Arc<Reloader> {
         Arc::new(Reloader {
             path,
             proxy,
             health,
             resolver,
+            listeners,
             lock: tokio::sync::Mutex::new(()),
             applied: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -98,13 +104,6 @@ impl Reloader {
                 ))
             }
         };
-        let listeners = |c: &Config| -> Vec<(String, std::net::SocketAddr)> {
-            c.listeners
-                .iter()
-                .map(|l| (l.name.clone(), l.bind))
-                .collect()
-        };
-        unchanged("listeners", listeners(&config) == listeners(before))?;
         unchanged(
             "sample_servers",
             config
@@ -133,6 +132,8 @@ impl Reloader {
         {
             config.proxy.affinity_key = before.proxy.affinity_key.clone();
         }
+        // Bind what is new and load its certificates first: if that fails, nothing changed.
+        let listeners = self.listeners.plan(&config).await?;
         let config = Arc::new(config);
         let runtime = &self.proxy.plugins;
         runtime.set_settings(config.plugins.clone());
@@ -143,15 +144,15 @@ impl Reloader {
         let farms = generation.farms.clone();
         self.health.replace(&config, &farms)?;
         self.proxy.install(generation);
+        // New listeners start once the generation that routes them is in place.
+        let listeners = self.listeners.apply(listeners).await;
         if let Some(dir) = &config.plugins.dir {
             crate::plugins::rescan(runtime, dir).await;
         }
-        Ok(config
-            .summary()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string())
+        Ok(format!(
+            "{}; {listeners}",
+            config.summary().lines().next().unwrap_or_default()
+        ))
     }
 
     /// Watches the config file (its directory, since editors replace files by renaming) and

@@ -14,7 +14,7 @@ use super::{ConfigError, ListenerConfig, Validator, defaults, raw};
 use crate::routing::HostPattern;
 
 /// One certificate of a TLS listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CertificateConfig {
     /// PEM: the end-entity certificate first, then intermediates.
     pub cert: PathBuf,

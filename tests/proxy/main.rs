@@ -14,6 +14,7 @@ mod plugin_cli;
 mod plugins;
 mod pool;
 mod reload;
+mod smuggling;
 mod support;
 mod tls_support;
 mod websocket;

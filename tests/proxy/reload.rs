@@ -82,10 +82,13 @@ async fn an_invalid_file_is_refused_with_its_line_and_the_old_config_serves() {
     let mut client = Client::connect(proxy.addr).await;
     assert_eq!(served_by(&mut client).await, "a");
     // What needs a restart is refused whole, naming it.
-    write_config(&path, &good.replace("name = \"web\"", "name = \"www\""));
+    write_config(
+        &path,
+        &good.replace("format = \"off\"", "format = \"json\""),
+    );
     let err = reloader.reload().await.expect_err("refused");
     assert!(
-        err.contains("listeners changed, which needs a restart"),
+        err.contains("access_log changed, which needs a restart"),
         "{err}"
     );
     assert_eq!(served_by(&mut client).await, "a");
@@ -181,4 +184,83 @@ async fn the_admin_api_reloads_and_reports_errors() {
     let r = post(admin).await;
     assert_eq!(r.status, 422);
     assert!(r.text().contains("invalid duration"), "{}", r.text());
+}
+
+/// `simple_config` with one more listener named `name` on a free loopback port.
+fn with_listener(config: &str, name: &str, bind: &str) -> String {
+    config.replacen(
+        "[[rules]]",
+        &format!("[[listeners]]\nname = \"{name}\"\nbind = \"{bind}\"\n[[rules]]"),
+        1,
+    )
+}
+
+#[tokio::test]
+async fn listeners_are_added_removed_and_restarted_without_disturbing_the_others() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = simple_config(&[&a], "", "");
+    let (proxy, path) =
+        start_on_file(dir.path(), &with_listener(&base, "second", "127.0.0.1:0")).await;
+    let running = proxy.running();
+    let second = running.addr("second").expect("second listener");
+    let mut kept = Client::connect(proxy.addr).await;
+    assert_eq!(served_by(&mut kept).await, "a");
+    assert_eq!(get_once(second, "www.example.com", "/").await.status, 200);
+
+    // "second" goes, "third" comes; "web" is not touched.
+    write_config(&path, &with_listener(&base, "third", "127.0.0.1:0"));
+    let summary = running.reloader.reload().await.expect("reloads");
+    assert!(
+        summary.contains("1 added, 1 removed, 0 restarted, 1 unchanged"),
+        "{summary}"
+    );
+    assert_eq!(running.addr("web"), Some(proxy.addr));
+    assert_eq!(running.addr("second"), None);
+    let third = running.addr("third").expect("third listener");
+    assert_eq!(get_once(third, "www.example.com", "/").await.status, 200);
+    // The keep-alive connection opened before the reload still serves.
+    for _ in 0..3 {
+        assert_eq!(served_by(&mut kept).await, "a");
+    }
+    bounded("the removed listener closes its socket", async {
+        while tokio::net::TcpStream::connect(second).await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    // An address that cannot be bound refuses the whole reload.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    write_config(&path, &with_listener(&base, "fourth", &taken_addr));
+    let err = running.reloader.reload().await.expect_err("refused");
+    assert!(
+        err.contains("listener \"fourth\"") && err.contains("cannot bind"),
+        "{err}"
+    );
+    assert!(running.addr("third").is_some(), "nothing was applied");
+    assert_eq!(get_once(third, "www.example.com", "/").await.status, 200);
+
+    // Client limits changed: every loop restarts on its own socket.
+    write_config(
+        &path,
+        &with_listener(
+            &simple_config(&[&a], "", "header_read_timeout = \"5s\""),
+            "third",
+            "127.0.0.1:0",
+        ),
+    );
+    let summary = running.reloader.reload().await.expect("reloads");
+    assert!(
+        summary.contains("0 added, 0 removed, 2 restarted"),
+        "{summary}"
+    );
+    assert_eq!(running.addr("web"), Some(proxy.addr));
+    assert_eq!(running.addr("third"), Some(third));
+    assert_eq!(
+        get_once(proxy.addr, "www.example.com", "/").await.status,
+        200
+    );
+    assert_eq!(get_once(third, "www.example.com", "/").await.status, 200);
 }
