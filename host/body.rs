@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 
 use crate::access_log::AccessRecord;
 use crate::farm::InFlight;
+use crate::framing::Busy;
 use crate::pool::Pooled;
 use crate::translate::BodyTranslator;
 
@@ -175,6 +176,8 @@ pub struct ProxyBody {
     completion: Completion,
     bytes: u64,
     done: bool,
+    /// Keeps the client connection from counting as idle while the body goes out.
+    busy: Option<Busy>,
 }
 
 impl ProxyBody {
@@ -184,6 +187,7 @@ impl ProxyBody {
             completion,
             bytes: 0,
             done: false,
+            busy: None,
         };
         // Responses without a body (HEAD, 204, 304) release their connection at once.
         if b.is_end_stream() {
@@ -211,6 +215,7 @@ impl ProxyBody {
             completion,
             bytes: 0,
             done: false,
+            busy: None,
         }
     }
 
@@ -221,11 +226,18 @@ impl ProxyBody {
             completion: Completion::default(),
             bytes: 0,
             done: false,
+            busy: None,
         }
     }
 
     pub fn empty() -> ProxyBody {
         ProxyBody::full(Bytes::new())
+    }
+
+    /// Holds `busy` until the body is dropped (hyper drops it once sent, or abandoned).
+    pub fn holding(mut self, busy: Busy) -> ProxyBody {
+        self.busy = Some(busy);
+        self
     }
 
     /// Attaches the access log record to a locally generated response.

@@ -19,7 +19,7 @@
 //!
 //! What this module must not do: buffer bodies (body bytes stream through as they come), or
 //! decide anything but framing. After an HTTP/2 preface or a protocol switch (a 101 answer to
-//! an `Upgrade` request, reported by the proxy through [`Verdicts`]) the bytes are not HTTP/1
+//! an `Upgrade` request, reported by the proxy through [`Shared`]) the bytes are not HTTP/1
 //! and pass through untouched.
 
 use std::future::Future;
@@ -28,6 +28,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -426,10 +427,16 @@ fn parse_length(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// The proxy's answers to a connection's upgrade requests, which decide whether the bytes after
-/// such a request are HTTP/1 again or another protocol.
+/// What the proxy tells a connection's framing checks: how each request was answered (after an
+/// upgrade request, that decides whether the bytes that follow are HTTP/1 again or another
+/// protocol), and whether a response is still going out (the connection is not idle).
 #[derive(Debug, Default)]
-pub struct Verdicts {
+pub struct Shared {
+    /// Responses started and not yet ended or dropped.
+    busy: AtomicU64,
+    /// The connection's reader, waiting for its last response to end so that its idle time
+    /// can start.
+    reader: Mutex<Option<Waker>>,
     /// Requests the proxy has answered on this connection (hyper serves them in order).
     answered: AtomicU64,
     /// The number of the upgrade request [`Checked`] waits on, or 0.
@@ -443,7 +450,7 @@ struct Slot {
     waker: Option<Waker>,
 }
 
-impl Verdicts {
+impl Shared {
     /// Called by the proxy once for every request it answers on the connection, in order:
     /// whether the answer switched protocols.
     pub fn answered(&self, switched: bool) {
@@ -455,6 +462,12 @@ impl Verdicts {
                 w.wake();
             }
         }
+    }
+
+    /// Held by a response while it goes out: the connection is not idle.
+    pub fn busy(self: &std::sync::Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(std::sync::Arc::clone(self))
     }
 
     /// Set before the upgrade request `message` goes to hyper, so its answer cannot come
@@ -473,6 +486,35 @@ impl Verdicts {
             }
         }
     }
+}
+
+/// A response going out on a connection; dropped when it has ended or was abandoned.
+#[derive(Debug)]
+pub struct Busy(std::sync::Arc<Shared>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let reader = self
+                .0
+                .reader
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(w) = reader {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// What a quiet client connection is waiting for, each with its own time limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// The rest of a request head (or, on a new connection, the first one).
+    Head,
+    /// The next request on a keep-alive connection.
+    Idle,
 }
 
 /// What happens once the judged bytes have gone to hyper.
@@ -494,58 +536,102 @@ enum After {
 pub struct Checked<IO> {
     io: IO,
     framing: Framing,
-    verdicts: std::sync::Arc<Verdicts>,
+    shared: std::sync::Arc<Shared>,
     /// Read from the client, not yet given to hyper; the first `ready` bytes are judged.
     held: BytesMut,
     ready: usize,
     after: After,
     /// For the log line of a refusal.
     client: std::net::SocketAddr,
-    /// Until the first head is complete: when to give up on it. (hyper's own header read
-    /// timeout takes over from there; before the first head, the HTTP version detection of a
-    /// listener that also speaks h2c would otherwise wait for it forever.)
-    first_head: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The limits on a quiet connection: for a head, and between requests. (These are
+    /// farmgate's, not hyper's: hyper's header read timeout runs from when it starts waiting,
+    /// so it cannot tell idle time from a slow head, and before the first head the HTTP
+    /// version detection of a listener that also speaks h2c has none at all.)
+    head_timeout: Duration,
+    idle_timeout: Duration,
+    /// What the running time limit is for (and for which message), if one runs.
+    armed: Option<(Wait, u64)>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<IO> Checked<IO> {
-    /// `io` checked with heads of up to `max_head` bytes; the first head must be complete
-    /// within `head_timeout`.
+    /// `io` checked with heads of up to `max_head` bytes, each complete within `head_timeout`
+    /// of its first byte, and at most `idle_timeout` between a response and the next request.
     pub fn new(
         io: IO,
         max_head: usize,
-        head_timeout: std::time::Duration,
-        verdicts: std::sync::Arc<Verdicts>,
+        (head_timeout, idle_timeout): (Duration, Duration),
+        shared: std::sync::Arc<Shared>,
         client: std::net::SocketAddr,
     ) -> Checked<IO> {
         Checked {
             io,
             framing: Framing::new(max_head),
-            verdicts,
+            shared,
             held: BytesMut::new(),
             ready: 0,
             after: After::Read,
             client,
-            first_head: Some(Box::pin(tokio::time::sleep(head_timeout))),
+            head_timeout,
+            idle_timeout,
+            armed: None,
+            sleep: None,
         }
     }
 
-    /// The client has sent nothing more for now: fine, unless the first head is overdue.
+    /// What the connection waits for while the client sends nothing, once no response is
+    /// going out: a head (part of one is here, or none yet on a new connection), or the next
+    /// request. A body being received, an upgrade's answer and other protocols have no limit
+    /// here.
+    fn waiting_for(&self, cx: &mut Context<'_>) -> Option<(Wait, Duration)> {
+        if self.framing.state != State::Head {
+            return None;
+        }
+        if self.shared.busy.load(Ordering::Acquire) > 0 {
+            // Be woken when the response ends, then look again (it may have just ended).
+            *self.shared.reader.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(cx.waker().clone());
+            if self.shared.busy.load(Ordering::Acquire) > 0 {
+                return None;
+            }
+        }
+        if !self.held.is_empty() || self.framing.messages == 0 {
+            Some((Wait::Head, self.head_timeout))
+        } else {
+            Some((Wait::Idle, self.idle_timeout))
+        }
+    }
+
+    /// The client has sent nothing more for now: fine, unless what the connection waits for is
+    /// overdue. A limit starts when the wait starts and is not restarted by bytes that arrive
+    /// within the same wait (a head sent a byte at a time still has its one limit).
     fn idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.framing.messages > 0 {
-            self.first_head = None;
+        let Some((wait, limit)) = self.waiting_for(cx) else {
+            self.armed = None;
+            return Poll::Pending;
+        };
+        let this_wait = Some((wait, self.framing.messages));
+        if self.armed != this_wait {
+            self.armed = this_wait;
+            let at = tokio::time::Instant::now() + limit;
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(at),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
         }
         let overdue = self
-            .first_head
+            .sleep
             .as_mut()
-            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
         if !overdue {
             return Poll::Pending;
         }
-        tracing::debug!(client = %self.client, "no complete request head in time; closing");
-        Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "no complete request head within header_read_timeout",
-        )))
+        let what = match wait {
+            Wait::Head => "no complete request head within header_read_timeout",
+            Wait::Idle => "no new request within client_idle_timeout",
+        };
+        tracing::debug!(client = %self.client, "{what}; closing the connection");
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)))
     }
 
     /// Records what `step` decided about the held bytes.
@@ -553,7 +639,7 @@ impl<IO> Checked<IO> {
         let (ready, after) = match step {
             Step::More(n) => (n, After::Read),
             Step::Await(n, message) => {
-                self.verdicts.expect(message);
+                self.shared.expect(message);
                 (n, After::Await(message))
             }
             Step::RefuseHead(n, reason) => {
@@ -596,7 +682,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Checked<IO> {
             match this.after {
                 After::Read => {}
                 After::Await(message) => {
-                    let switched = std::task::ready!(this.verdicts.poll(message, cx));
+                    let switched = std::task::ready!(this.shared.poll(message, cx));
                     this.framing.verdict(switched);
                     let step = this.framing.judge(&this.held);
                     this.decided(step);

@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{CertificateConfig, Config, ListenerConfig};
-use crate::framing::{Checked, Verdicts};
+use crate::framing::{Checked, Shared};
 use crate::proxy::{ConnInfo, Proxy};
 use crate::tls::CertStore;
 
@@ -38,6 +38,7 @@ struct Settings {
     http2: bool,
     certificates: Vec<CertificateConfig>,
     header_read_timeout: Duration,
+    client_idle_timeout: Duration,
     max_headers: usize,
     max_header_bytes: usize,
     tls_handshake_timeout: Duration,
@@ -52,6 +53,7 @@ impl Settings {
             http2: l.http2,
             certificates: l.certificates.clone(),
             header_read_timeout: p.header_read_timeout,
+            client_idle_timeout: p.client_idle_timeout,
             max_headers: p.max_headers,
             max_header_bytes: p.max_header_bytes,
             tls_handshake_timeout: p.tls_handshake_timeout,
@@ -401,15 +403,15 @@ async fn accept_loop(
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Limits on what a client may send: the head within header_read_timeout (slowloris, and the
-    // keep-alive idle time, as the clock starts when the connection waits for a request), at
-    // most max_headers headers and max_header_bytes bytes of head (431 beyond either). The
-    // framing checks (request smuggling defences) leave heads over `max_head` to hyper.
+    // Limits on what a client may send: at most max_headers headers and max_header_bytes bytes
+    // of head (431 beyond either). The framing checks (request smuggling defences) leave heads
+    // over `max_head` to hyper, and keep the time limits on a head and between requests
+    // (hyper's header read timeout cannot tell the two apart, so it is off).
     let max_head = settings.max_header_bytes.max(8192);
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        .header_read_timeout(None)
         .max_headers(settings.max_headers)
         .max_buf_size(max_head);
     builder
@@ -420,7 +422,7 @@ async fn accept_loop(
         builder = builder.http1_only();
     }
     let handshake_timeout = settings.tls_handshake_timeout;
-    let head_timeout = settings.header_read_timeout;
+    let waits = (settings.header_read_timeout, settings.client_idle_timeout);
     let stopped = loop {
         // At max_connections, wait for a connection to close before accepting another: the
         // kernel's queue holds the rest, and file descriptors never run out.
@@ -451,13 +453,13 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let verdicts = Arc::new(Verdicts::default());
+        let shared = Arc::new(Shared::default());
         let info = Arc::new(ConnInfo {
             listener: Arc::clone(&settings.name),
             client,
             client_addr: crate::headers::ClientAddr::new(client.ip()),
             proto: if tls.is_some() { "https" } else { "http" },
-            verdicts: Arc::clone(&verdicts),
+            framing: Arc::clone(&shared),
         });
         let proxy = Arc::clone(&proxy);
         let svc = service_fn(move |req| {
@@ -467,7 +469,7 @@ async fn accept_loop(
         });
         let watcher = graceful.watcher();
         let Some(acceptor) = &tls else {
-            let stream = Checked::new(stream, max_head, head_timeout, verdicts, client);
+            let stream = Checked::new(stream, max_head, waits, shared, client);
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .into_owned();
@@ -498,7 +500,7 @@ async fn accept_loop(
                     return;
                 }
             };
-            let stream = Checked::new(stream, max_head, head_timeout, verdicts, client);
+            let stream = Checked::new(stream, max_head, waits, shared, client);
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .into_owned();

@@ -133,8 +133,9 @@ pub struct ConnInfo {
     pub client_addr: headers::ClientAddr,
     /// `http` or `https`.
     pub proto: &'static str,
-    /// Tells the connection's framing checks how each request was answered.
-    pub verdicts: Arc<crate::framing::Verdicts>,
+    /// Tells the connection's framing checks how each request was answered and when its
+    /// response has gone out.
+    pub framing: Arc<crate::framing::Shared>,
 }
 
 pub struct Proxy {
@@ -185,6 +186,7 @@ impl Proxy {
     /// Serves one request; never fails (failures become responses).
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
         let start = Instant::now();
+        let busy = conn.framing.busy();
         let generation = self.generation.load_full();
         let mut log = self.access_log.record(&req, conn.client, start);
         let span = tracing::info_span!(
@@ -230,10 +232,10 @@ impl Proxy {
             }
         };
         // Whether the bytes after an upgrade request are HTTP/1 again is for the framing
-        // checks to hear.
-        conn.verdicts
+        // checks to hear, and the connection is not idle until the response has gone out.
+        conn.framing
             .answered(resp.status() == http::StatusCode::SWITCHING_PROTOCOLS);
-        resp
+        resp.map(|b| b.holding(busy))
     }
 
     async fn forward(

@@ -175,9 +175,13 @@ pub const FARM_HTTP2: bool = false;
 /// second way) or `none` (no check at all; a warning is logged at start).
 pub const TLS_VERIFY: &str = "member-name";
 
-/// Time a client has to send a request's head: bounds slowloris clients and, since the clock
-/// starts when a keep-alive connection waits for its next request, idle keep-alive connections.
+/// Time a client has to send a request's head, from its first byte (from the connection's start
+/// for the first request): bounds slowloris clients.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an HTTP/1 keep-alive connection may sit idle, between the end of one response and
+/// the first byte of the next request: IIS's `connectionTimeout` default.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Largest request head (start line and headers) accepted; larger gets 431. IIS's
 /// `maxRequestBytes` default is 16 KiB per header line and 16 KiB for the request line; 64 KiB

@@ -124,6 +124,8 @@ pub struct ProxySettings {
     pub via: String,
     pub worker_threads: usize,
     pub header_read_timeout: Duration,
+    /// How long an HTTP/1 keep-alive connection may wait for its next request.
+    pub client_idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_connections: usize,
@@ -692,10 +694,15 @@ impl Validator<'_> {
                 &p.upgrade_idle_timeout,
                 defaults::UPGRADE_IDLE_TIMEOUT,
             ),
+            client_idle_timeout: https::duration(
+                &p.client_idle_timeout,
+                defaults::CLIENT_IDLE_TIMEOUT,
+            ),
         };
         for (d, key) in [
             (&p.tls_handshake_timeout, "proxy.tls_handshake_timeout"),
             (&p.upgrade_idle_timeout, "proxy.upgrade_idle_timeout"),
+            (&p.client_idle_timeout, "proxy.client_idle_timeout"),
         ] {
             if let Some(d) = d
                 && d.get_ref().0 < Duration::from_millis(1)

@@ -94,8 +94,10 @@ pub struct RawProxy {
     pub connect_retries: Option<u32>,
     pub via: Option<Spanned<String>>,
     pub worker_threads: Option<usize>,
-    /// Time a client has to send a request's head (slowloris), also the keep-alive idle limit.
+    /// Time a client has to send a request's head (slowloris).
     pub header_read_timeout: Option<Spanned<Dur>>,
+    /// How long a keep-alive connection may wait for its next request.
+    pub client_idle_timeout: Option<Spanned<Dur>>,
     /// Largest request head (start line and headers), in bytes; larger -> 431.
     pub max_header_bytes: Option<Spanned<usize>>,
     /// Most headers in a request; more -> 431.

@@ -80,6 +80,7 @@ fn the_default_config_states_the_defaults() {
     );
     assert!(p.trusted_proxies.is_empty());
     assert_eq!(p.header_read_timeout, d::HEADER_READ_TIMEOUT);
+    assert_eq!(p.client_idle_timeout, d::CLIENT_IDLE_TIMEOUT);
     assert_eq!(
         (p.max_header_bytes, p.max_headers, p.max_connections),
         (d::MAX_HEADER_BYTES, d::MAX_HEADERS, d::MAX_CONNECTIONS)

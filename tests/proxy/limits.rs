@@ -32,13 +32,47 @@ async fn a_head_that_never_ends_is_cut_off() {
     let got = read_to_close(&mut s).await;
     assert!(!got.contains("200 OK"), "{got}");
     assert_eq!(a.requests(), 0);
-    // An idle keep-alive connection is closed the same way.
+    // A client that connects and sends nothing is cut off the same way.
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
+    assert_eq!(read_to_close(&mut s).await, "");
+    // So is the second head on a keep-alive connection that never ends.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\nGET / HTTP/1.1\r\nHost: w")
         .await
         .unwrap();
     let got = read_to_close(&mut s).await;
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "{got}");
+    assert_eq!(a.requests(), 1);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_but_a_slow_head_or_answer_is_not() {
+    // The member takes longer to answer than the connection may be idle.
+    let slow = Backend::start_slow("slow", Duration::from_millis(800)).await;
+    let proxy = Proxy::start(&simple_config(
+        &[&slow],
+        "",
+        "header_read_timeout = \"10s\"\nclient_idle_timeout = \"300ms\"",
+    ))
+    .await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    // A head sent in pieces over longer than the idle limit is a slow head, not idleness (the
+    // pauses make the slow client; nothing waits on them).
+    for piece in [
+        "GET / HTTP/1.1\r\n",
+        "Host: www.example.com\r\n",
+        "X-A: 1\r\n",
+        "\r\n",
+    ] {
+        s.write_all(piece.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // The answer comes after 800 ms: the connection was busy, not idle. Then, idle, it is
+    // closed (read_to_close fails the test if it is not).
+    let got = read_to_close(&mut s).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "{got}");
 }
 
 #[tokio::test]
