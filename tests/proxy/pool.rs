@@ -115,3 +115,88 @@ async fn closed_idle_connections_are_not_reused() {
         assert_eq!(a.text(), "b2");
     }
 }
+
+/// A member that answers one request per connection with keep-alive, then closes the
+/// connection when the next request arrives, without answering: a member whose keep-alive
+/// timer ran out just as the proxy reused the connection. Returns its port and how many
+/// connections it accepted.
+async fn one_answer_per_connection_member() -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                // The next request is read and dropped with the connection.
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    (port, accepted, task)
+}
+
+#[tokio::test]
+async fn a_stale_pooled_connection_never_fails_an_idempotent_request() {
+    let (port, accepted, member) = one_answer_per_connection_member().await;
+    let config = format!(
+        r#"
+[access_log]
+format = "off"
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+[[rules]]
+name = "site"
+public_names = ["*"]
+farm = "one"
+[[farms]]
+name = "one"
+members = [{{ host = "127.0.0.1", port = {port} }}]
+"#
+    );
+    let proxy = Proxy::start(&config).await;
+    let mut client = Client::connect(proxy.addr).await;
+    for method in [
+        "GET", "HEAD", "GET", "OPTIONS", "GET", "DELETE", "PUT", "GET",
+    ] {
+        let req = http::Request::builder()
+            .method(method)
+            .uri("/")
+            .header("host", "www.example.com")
+            .body(empty())
+            .unwrap();
+        let a = client.request(req).await;
+        assert_eq!(a.status, 200, "{method}: {}", a.text());
+    }
+    // Every request after the first met a stale connection first, and went on a new one.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 8);
+    let member_failures: u64 = proxy
+        .farm("one")
+        .members()
+        .iter()
+        .map(|m| m.stats.failures.load(std::sync::atomic::Ordering::SeqCst))
+        .sum();
+    assert_eq!(
+        member_failures, 0,
+        "a stale connection is not the member's failure"
+    );
+    member.abort();
+}
