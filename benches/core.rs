@@ -1,4 +1,5 @@
-//! Criterion benches of the native request path: rule matching and header rewriting.
+//! Criterion benches of the native request path: rule matching, header rewriting and the
+//! request framing checks.
 //! Setup happens outside the timed closures; variants are compared with `BenchmarkId`.
 
 use std::hint::black_box;
@@ -123,5 +124,40 @@ fn header_rewriting(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, rule_matching, header_rewriting);
+/// The framing checks over what a browser sends: a keep-alive connection's request heads (about
+/// 500 bytes each, 12 headers), and a chunked upload in 16 KiB chunks.
+fn framing_checks(c: &mut Criterion) {
+    use farmgate::framing::{Framing, Step};
+    let head = "GET /app/products/list?page=2&sort=price HTTP/1.1\r\nHost: www.contoso.com\r\n\
+        User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36\r\n\
+        Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n\
+        Accept-Language: en-GB,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\n\
+        Cookie: farmgate_demo=Y2FmZWJhYmUxMjM0NTY3OA; session=0123456789abcdef\r\n\
+        Referer: https://www.contoso.com/app/\r\nConnection: keep-alive\r\n\
+        Sec-Fetch-Dest: document\r\nSec-Fetch-Mode: navigate\r\nUpgrade-Insecure-Requests: 1\r\n\r\n";
+    let heads = head.repeat(100);
+    let mut upload = String::from(
+        "POST /upload HTTP/1.1\r\nHost: www.contoso.com\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    for _ in 0..64 {
+        upload.push_str(&format!("4000\r\n{}\r\n", "x".repeat(16384)));
+    }
+    upload.push_str("0\r\n\r\n");
+    let mut group = c.benchmark_group("framing");
+    for (name, input) in [
+        ("100 heads", heads.as_bytes()),
+        ("1 MiB chunked", upload.as_bytes()),
+    ] {
+        group.throughput(criterion::Throughput::Bytes(input.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut f = Framing::new(65536);
+                assert_eq!(f.judge(black_box(input)), Step::More(input.len()));
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, rule_matching, header_rewriting, framing_checks);
 criterion_main!(benches);
