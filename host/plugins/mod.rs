@@ -151,6 +151,9 @@ pub struct PluginStats {
     pub calls: AtomicU64,
     pub failures: AtomicU64,
     consecutive: AtomicU32,
+    /// The failures in a row that the last call to return cleared, put back by
+    /// [`Runtime::invalid`] when the host then refuses that call's decision.
+    cleared: AtomicU32,
     /// Milliseconds since the runtime started until which the plugin is disabled (0: enabled).
     disabled_until_ms: AtomicU64,
     backoff_ms: AtomicU64,
@@ -660,13 +663,20 @@ impl Runtime {
         Ok(decision)
     }
 
-    /// Records a decision the host cannot use as a failure of the plugin.
+    /// Records a decision the host cannot use as a failure of the plugin. The call returned, so
+    /// `finish` cleared the plugin's failures in a row; the call failed after all, so
+    /// they are put back first: a plugin whose every decision is refused is disabled like one
+    /// that traps.
     pub fn invalid(
         &self,
         plugin: &Arc<Plugin>,
         hook: &'static str,
         reason: String,
     ) -> PluginFailure {
+        let stats = &plugin.stats;
+        stats
+            .consecutive
+            .fetch_add(stats.cleared.swap(0, Ordering::Relaxed), Ordering::Relaxed);
         self.failed(plugin, hook, reason)
     }
 
@@ -702,7 +712,9 @@ impl Runtime {
     ) -> Result<R, PluginFailure> {
         match result {
             Ok(r) => {
-                plugin.stats.consecutive.store(0, Ordering::Relaxed);
+                let stats = &plugin.stats;
+                let cleared = stats.consecutive.swap(0, Ordering::Relaxed);
+                stats.cleared.store(cleared, Ordering::Relaxed);
                 put_cached(plugin, instance);
                 Ok(r)
             }

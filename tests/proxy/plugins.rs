@@ -425,3 +425,33 @@ async fn a_decision_naming_an_unknown_farm_is_a_counted_failure() {
     let plugin = runtime(&proxy).plugins().plugins[0].clone();
     assert_eq!(plugin.stats.failures.load(Ordering::Relaxed), 1);
 }
+
+#[tokio::test]
+async fn a_plugin_whose_every_decision_is_refused_is_disabled() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    // An affinity plugin that names a member the farm does not have, every time: its calls
+    // return, and the host refuses each decision.
+    drop_plugin(dir.path(), "fixed", &guest("test-fixed-member"));
+    let extra = "[plugins.config.fixed]\nsettings = { member = 99 }";
+    let proxy = Proxy::start(&two_farm_config(&a, &b, dir.path(), extra)).await;
+    let rt = runtime(&proxy);
+    let plugin = rt.plugins().plugins[0].clone();
+    let mut client = Client::connect(proxy.addr).await;
+    // failures_before_disable = 3: three refused decisions in a row disable it.
+    for _ in 0..3 {
+        assert_eq!(served_by(&mut client, "/").await, "a");
+    }
+    assert_eq!(plugin.stats.failures.load(Ordering::Relaxed), 3);
+    assert!(
+        rt.disabled_for(&plugin).is_some(),
+        "three refused decisions in a row did not disable the plugin"
+    );
+    let calls = plugin.stats.calls.load(Ordering::Relaxed);
+    assert_eq!(served_by(&mut client, "/").await, "a");
+    assert_eq!(
+        plugin.stats.calls.load(Ordering::Relaxed),
+        calls,
+        "a disabled plugin was called"
+    );
+}
