@@ -21,7 +21,7 @@ seconds=${FUZZ_SECONDS:-60}
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(config_parse translate_stream affinity_cookie rewrite_router)
+    targets=(config_parse translate_stream affinity_cookie rewrite_router framing_split)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
