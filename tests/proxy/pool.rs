@@ -156,21 +156,9 @@ async fn one_answer_per_connection_member() -> (
 #[tokio::test]
 async fn a_stale_pooled_connection_never_fails_an_idempotent_request() {
     let (port, accepted, member) = one_answer_per_connection_member().await;
-    let config = format!(
-        r#"
-[access_log]
-format = "off"
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-[[rules]]
-name = "site"
-public_names = ["*"]
-farm = "one"
-[[farms]]
-name = "one"
-members = [{{ host = "127.0.0.1", port = {port} }}]
-"#
+    let config = simple_config(&[], "", "").replace(
+        "members = []",
+        &format!("members = [{{ host = \"127.0.0.1\", port = {port} }}]"),
     );
     let proxy = Proxy::start(&config).await;
     let mut client = Client::connect(proxy.addr).await;
@@ -189,7 +177,7 @@ members = [{{ host = "127.0.0.1", port = {port} }}]
     // Every request after the first met a stale connection first, and went on a new one.
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 8);
     let member_failures: u64 = proxy
-        .farm("one")
+        .farm("farm")
         .members()
         .iter()
         .map(|m| m.stats.failures.load(std::sync::atomic::Ordering::SeqCst))
