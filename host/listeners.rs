@@ -179,30 +179,18 @@ impl Listeners {
             };
             loops.push(spawner.spawn(ready).map_err(|e| (l.name.clone(), e))?);
         }
-        let mut listeners = Listeners {
+        Ok(Arc::new(Listeners {
             spawner,
             max_connections: Mutex::new(max),
-            bound: ArcSwap::from_pointee(Vec::new()),
-            loops: tokio::sync::Mutex::new(Vec::new()),
+            bound: ArcSwap::from_pointee(addresses(&loops)),
+            loops: tokio::sync::Mutex::new(loops),
             draining: Mutex::new(Vec::new()),
-        };
-        listeners.publish(&loops);
-        *listeners.loops.get_mut() = loops;
-        Ok(Arc::new(listeners))
+        }))
     }
 
     /// The bound address of every listener, by name.
     pub fn bound(&self) -> Arc<Vec<(String, SocketAddr)>> {
         self.bound.load_full()
-    }
-
-    fn publish(&self, loops: &[Loop]) {
-        self.bound.store(Arc::new(
-            loops
-                .iter()
-                .map(|l| (l.settings.name.to_string(), l.addr))
-                .collect(),
-        ));
     }
 
     /// Binds what `config` adds and loads its certificates; nothing running changes.
@@ -333,7 +321,7 @@ impl Listeners {
             self.retire(gone.task);
             removed += 1;
         }
-        self.publish(&next);
+        self.bound.store(Arc::new(addresses(&next)));
         *loops = next;
         format!(
             "listeners: {added} added, {removed} removed, {restarted} restarted, {kept} unchanged"
@@ -390,6 +378,14 @@ impl Spawner {
             _tls: ready.tls,
         })
     }
+}
+
+/// Name and bound address of each loop.
+fn addresses(loops: &[Loop]) -> Vec<(String, SocketAddr)> {
+    loops
+        .iter()
+        .map(|l| (l.settings.name.to_string(), l.addr))
+        .collect()
 }
 
 async fn accept_loop(
