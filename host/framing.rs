@@ -257,9 +257,20 @@ fn validate(head: &[u8], first: bool) -> Result<Head, Reason> {
             through: true,
         });
     }
-    let mut lines = head[..head.len() - 4].split(|&b| b == b'\n').map(|l| {
-        // Every LF was checked to follow a CR.
-        l.strip_suffix(b"\r").unwrap_or(l)
+    // Every LF was checked to follow a CR; the lines are what lies between CRLFs.
+    let mut rest = Some(&head[..head.len() - 4]);
+    let mut lines = std::iter::from_fn(|| {
+        let text = rest?;
+        Some(match memchr::memchr(b'\n', text) {
+            Some(i) => {
+                rest = Some(&text[i + 1..]);
+                text[..i].strip_suffix(b"\r").unwrap_or(&text[..i])
+            }
+            None => {
+                rest = None;
+                text
+            }
+        })
     });
     let request_line = lines.next().unwrap_or_default();
     let mut parts = request_line.split(|&b| b == b' ');
@@ -293,7 +304,7 @@ fn validate(head: &[u8], first: bool) -> Result<Head, Reason> {
             return Err("an invalid header name");
         }
         let value = trim_ows(&line[colon + 1..]);
-        if value.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f) {
+        if !value.iter().all(|&b| is_field(b)) {
             return Err("a control character in a header value");
         }
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -363,9 +374,7 @@ impl Chunk {
                 (ChunkAt::Size, b'\r') if self.line > 0 => ChunkAt::SizeLf,
                 (ChunkAt::Size, _) => return bad("an invalid chunk size"),
                 (ChunkAt::Extension, b'\r') => ChunkAt::SizeLf,
-                (ChunkAt::Extension, b) if b == b'\t' || (b >= b' ' && b != 0x7f) => {
-                    ChunkAt::Extension
-                }
+                (ChunkAt::Extension, b) if is_field(b) => ChunkAt::Extension,
                 (ChunkAt::Extension, _) => return bad("an invalid chunk extension"),
                 (ChunkAt::SizeLf, b'\n') if self.size == 0 => ChunkAt::TrailerStart,
                 (ChunkAt::SizeLf, b'\n') => ChunkAt::Data,
@@ -384,7 +393,7 @@ impl Chunk {
                 (ChunkAt::TrailerStart, b) if is_tchar(b) => ChunkAt::Trailer,
                 (ChunkAt::TrailerStart, _) => return bad("an invalid trailer line"),
                 (ChunkAt::Trailer, b'\r') => ChunkAt::TrailerLf,
-                (ChunkAt::Trailer, b) if b == b'\t' || (b >= b' ' && b != 0x7f) => ChunkAt::Trailer,
+                (ChunkAt::Trailer, b) if is_field(b) => ChunkAt::Trailer,
                 (ChunkAt::Trailer, _) => return bad("an invalid trailer line"),
                 (ChunkAt::EndLf, b'\n') => return Ok((i + 1, true)),
                 (_, b'\n') => return bad("a bare LF in the chunked framing"),
@@ -405,8 +414,52 @@ impl Chunk {
     }
 }
 
+/// Bytes of a token (RFC 9110 §5.6.2): header names and methods.
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
+/// Bytes a field value may hold: visible ASCII, space, tab and obs-text; no other controls.
+const FIELD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = b == 0x09 || (b >= 0x20 && b != 0x7f);
+        b += 1;
+    }
+    t
+};
+
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
+}
+
+fn is_field(b: u8) -> bool {
+    FIELD[usize::from(b)]
 }
 
 fn trim_ows(mut v: &[u8]) -> &[u8] {
