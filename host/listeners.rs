@@ -42,7 +42,6 @@ struct Settings {
     max_headers: usize,
     max_header_bytes: usize,
     tls_handshake_timeout: Duration,
-    shutdown_grace: Duration,
 }
 
 impl Settings {
@@ -57,7 +56,6 @@ impl Settings {
             max_headers: p.max_headers,
             max_header_bytes: p.max_header_bytes,
             tls_handshake_timeout: p.tls_handshake_timeout,
-            shutdown_grace: p.shutdown_grace,
         }
     }
 }
@@ -131,19 +129,33 @@ pub struct Plan {
     max_connections: usize,
 }
 
+/// At most `max` client connections at once.
+struct Budget {
+    max: usize,
+    permits: Arc<Semaphore>,
+}
+
+impl Budget {
+    fn new(max: usize) -> Budget {
+        Budget {
+            max,
+            permits: Arc::new(Semaphore::new(max)),
+        }
+    }
+}
+
 /// What every accept loop shares.
 struct Spawner {
     proxy: Arc<Proxy>,
     shutdown: watch::Receiver<bool>,
     /// One budget of client connections shared by every listener; a reload that changes
     /// `max_connections` installs a new one (open connections keep the permit they hold).
-    connections: Arc<ArcSwap<Semaphore>>,
+    connections: Arc<ArcSwap<Budget>>,
 }
 
 /// The accept loops.
 pub struct Listeners {
     spawner: Spawner,
-    max_connections: Mutex<usize>,
     /// Name and bound address of every running listener, for callers that must not wait on a
     /// reload.
     bound: ArcSwap<Vec<(String, SocketAddr)>>,
@@ -165,7 +177,7 @@ impl Listeners {
         let spawner = Spawner {
             proxy,
             shutdown,
-            connections: Arc::new(ArcSwap::from_pointee(Semaphore::new(max))),
+            connections: Arc::new(ArcSwap::from_pointee(Budget::new(max))),
         };
         let mut loops = Vec::new();
         for (i, socket) in bound {
@@ -181,7 +193,6 @@ impl Listeners {
         }
         Ok(Arc::new(Listeners {
             spawner,
-            max_connections: Mutex::new(max),
             bound: ArcSwap::from_pointee(addresses(&loops)),
             loops: tokio::sync::Mutex::new(loops),
             draining: Mutex::new(Vec::new()),
@@ -252,17 +263,9 @@ impl Listeners {
     /// Returns a summary of what changed.
     pub async fn apply(&self, plan: Plan) -> String {
         let mut loops = self.loops.lock().await;
-        {
-            let mut max = self
-                .max_connections
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if *max != plan.max_connections {
-                *max = plan.max_connections;
-                self.spawner
-                    .connections
-                    .store(Arc::new(Semaphore::new(plan.max_connections)));
-            }
+        let budget = &self.spawner.connections;
+        if budget.load().max != plan.max_connections {
+            budget.store(Arc::new(Budget::new(plan.max_connections)));
         }
         let mut old: Vec<Option<Loop>> = loops.drain(..).map(Some).collect();
         let (mut added, mut restarted, mut kept) = (0, 0, 0);
@@ -390,7 +393,7 @@ fn addresses(loops: &[Loop]) -> Vec<(String, SocketAddr)> {
 
 async fn accept_loop(
     proxy: Arc<Proxy>,
-    connections: Arc<ArcSwap<Semaphore>>,
+    connections: Arc<ArcSwap<Budget>>,
     listener: TcpListener,
     settings: Settings,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -422,7 +425,7 @@ async fn accept_loop(
     let stopped = loop {
         // At max_connections, wait for a connection to close before accepting another: the
         // kernel's queue holds the rest, and file descriptors never run out.
-        let budget = connections.load_full();
+        let budget = Arc::clone(&connections.load().permits);
         let permit = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break None,
@@ -511,7 +514,8 @@ async fn accept_loop(
         }
         _ => drop(listener),
     }
-    let grace = settings.shutdown_grace;
+    // The grace period of the config in force when the loop stops.
+    let grace = proxy.generation().config.proxy.shutdown_grace;
     let open = graceful.count();
     if open > 0 {
         tracing::info!(listener = %settings.name, connections = open, ?grace, "draining client connections");
