@@ -18,110 +18,7 @@ use crate::farm::InFlight;
 use crate::framing::Busy;
 use crate::pool::Pooled;
 use crate::translate::BodyTranslator;
-
-/// A request body sent to a member: the client's own, streamed and held to the rule's size
-/// limit, or none.
-#[derive(Debug)]
-pub enum ReqBody {
-    Incoming {
-        body: Incoming,
-        /// Bytes the body may still carry.
-        remaining: u64,
-        limit: u64,
-    },
-    Empty,
-}
-
-impl ReqBody {
-    pub fn limited(body: Incoming, limit: u64) -> ReqBody {
-        ReqBody::Incoming {
-            body,
-            remaining: limit,
-            limit,
-        }
-    }
-}
-
-/// A streamed request body grew past the rule's `max_body_bytes`; the exchange with the member
-/// is abandoned and the client gets 413.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body is larger than {0} bytes")]
-pub struct BodyTooLarge(pub u64);
-
-impl Body for ReqBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            ReqBody::Incoming {
-                body,
-                remaining,
-                limit,
-            } => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    let len = frame.data_ref().map_or(0, |d| d.len() as u64);
-                    match remaining.checked_sub(len) {
-                        Some(left) => {
-                            *remaining = left;
-                            Poll::Ready(Some(Ok(frame)))
-                        }
-                        None => Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit))))),
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyFailed(e))))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
-            ReqBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ReqBody::Incoming { body, .. } => body.is_end_stream(),
-            ReqBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ReqBody::Incoming { body, .. } => body.size_hint(),
-            ReqBody::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
-
-/// Reading the client's request body failed: its chunked framing broke (see `framing`), or the
-/// client went away mid-body. The client's doing, never the member's.
-#[derive(Debug, thiserror::Error)]
-#[error("the client's request body failed: {0}")]
-pub struct ClientBodyFailed(hyper::Error);
-
-/// What went wrong with the client's request body, if `e` (or what caused it) says so.
-pub enum ClientFault {
-    /// Over the rule's `max_body_bytes`.
-    TooLarge(u64),
-    /// Malformed or cut short.
-    Failed,
-}
-
-pub fn client_fault(e: &(dyn std::error::Error + 'static)) -> Option<ClientFault> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(t) = err.downcast_ref::<BodyTooLarge>() {
-            return Some(ClientFault::TooLarge(t.0));
-        }
-        if err.is::<ClientBodyFailed>() {
-            return Some(ClientFault::Failed);
-        }
-        cur = err.source();
-    }
-    None
-}
+use crate::upstream::BodyError;
 
 /// What to do when a response has been delivered (or abandoned).
 #[derive(Default)]
@@ -165,10 +62,6 @@ enum Inner {
     },
     Full(Option<Bytes>),
 }
-
-/// Errors of a body on its way to the client: the member's connection failed, or a body being
-/// translated could not be decoded.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body to the client.
 pub struct ProxyBody {
@@ -240,9 +133,13 @@ impl ProxyBody {
         self
     }
 
-    /// Attaches the access log record to a locally generated response.
+    /// Attaches the request's access log record, written when the body ends (at once when it
+    /// already has: a member's response without a body ends as it is made).
     pub fn with_log(mut self, log: Option<AccessRecord>) -> ProxyBody {
-        self.completion.log = log;
+        match log {
+            Some(log) if self.done => log.write(self.bytes, true),
+            log => self.completion.log = log,
+        }
         self
     }
 

@@ -17,7 +17,6 @@
 //! statuses (a failed handshake is a [`ConnectError`] that `error` maps to 502).
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -30,29 +29,11 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::body::ReqBody;
 use crate::config::{Config, TlsVerify, UpstreamSettings};
-use crate::pool::{ConnectError, Driver, PeerKey, Sender, TlsFailure};
 use crate::tls::{ALPN_H2, ALPN_HTTP11, VERSIONS, provider};
-
-/// The TLS part of a pool key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TlsIdentity {
-    /// Sent as SNI (unless it is an address) and checked against the member's certificate.
-    pub server_name: Arc<str>,
-    pub trust: Trust,
-}
-
-/// What a member's certificate must chain to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Trust {
-    /// The operating system's roots.
-    System,
-    /// The CA bundle at this path.
-    Bundle(Arc<Path>),
-    /// Nothing is checked (`tls_verify = "none"`).
-    Insecure,
-}
+use crate::upstream::{
+    ConnectError, Driver, PeerKey, ReqBody, Route, Sender, TlsFailure, TlsIdentity, Trust,
+};
 
 /// A farm's way to its members, built once per config.
 pub struct FarmUpstream {
@@ -62,14 +43,6 @@ pub struct FarmUpstream {
     trust: Trust,
     /// rustls configs: offering `http/1.1` only, and offering `h2` then `http/1.1`.
     tls: Option<[Arc<ClientConfig>; 2]>,
-}
-
-/// How one request reaches the member's addresses: the pool key (less the address) and what a
-/// new connection needs.
-#[derive(Clone)]
-pub struct Route {
-    http2: bool,
-    tls: Option<(TlsIdentity, Arc<ClientConfig>)>,
 }
 
 impl FarmUpstream {
@@ -152,22 +125,6 @@ impl FarmUpstream {
 }
 
 impl Route {
-    pub fn key(&self, addr: SocketAddr) -> PeerKey {
-        PeerKey {
-            addr,
-            http2: self.http2,
-            tls: self.tls.as_ref().map(|(id, _)| id.clone()),
-        }
-    }
-
-    pub fn scheme(&self) -> http::uri::Scheme {
-        if self.tls.is_some() {
-            http::uri::Scheme::HTTPS
-        } else {
-            http::uri::Scheme::HTTP
-        }
-    }
-
     /// Opens a connection for `key` (one of this route's keys): TCP, then TLS when bridging,
     /// then the HTTP handshake (HTTP/2 when the key asks for it and, over TLS, the member agreed
     /// by ALPN). `timeout` bounds TCP and TLS together.

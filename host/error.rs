@@ -1,7 +1,8 @@
 //! Request-path failures and the one place they become HTTP responses.
 //!
 //! Each variant says where the failure came from (the client, the config, the farm, the member)
-//! and maps to exactly one status. Bodies are short plain text; they name the farm and the reason
+//! and maps to exactly one status; it also says whether the request may be tried again on another
+//! member ([`ProxyError::retry`]) and whether the member is to blame for it. Bodies are short plain text; they name the farm and the reason
 //! for a 503 (TMG's lesson: never a bare 500), but never a member's address, which stays in the
 //! log.
 
@@ -11,7 +12,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::ProxyBody;
 use crate::farm::Unavailable;
-use crate::pool::ConnectError;
+use crate::upstream::{ClientFault, ConnectError, client_fault};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -53,7 +54,55 @@ pub enum ProxyError {
     },
 }
 
+/// Whether a failed attempt may be repeated on another member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Nothing reached the member (no connection could be made): any request may go elsewhere.
+    Unsent,
+    /// The member broke the exchange before answering: only a request that can be sent again
+    /// unchanged (an idempotent method without a body) may go elsewhere.
+    IfReplayable,
+    /// The request may have been processed, or the failure is not the member's.
+    Never,
+}
+
 impl ProxyError {
+    /// A member's exchange that failed after the request was (or may have been) sent. A body over
+    /// the rule's limit, malformed or cut short is the client's doing, not the member's.
+    pub fn exchange(farm: &str, member: &str, source: hyper::Error) -> ProxyError {
+        match client_fault(&source) {
+            Some(ClientFault::TooLarge(limit)) => ProxyError::BodyTooLarge { limit },
+            Some(ClientFault::Failed) => {
+                ProxyError::BadRequest("the request body is malformed or was cut short")
+            }
+            None => ProxyError::Upstream {
+                farm: farm.to_string(),
+                member: member.to_string(),
+                source,
+            },
+        }
+    }
+
+    /// Whether the request may be tried again on another member.
+    pub fn retry(&self) -> Retry {
+        match self {
+            ProxyError::Connect { .. } => Retry::Unsent,
+            ProxyError::Upstream { .. } => Retry::IfReplayable,
+            _ => Retry::Never,
+        }
+    }
+
+    /// Whether the member is to blame: counted as its failure and judged by the live traffic
+    /// test.
+    pub fn blames_member(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Connect { .. }
+                | ProxyError::Upstream { .. }
+                | ProxyError::ResponseTimeout { .. }
+        )
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -95,8 +144,9 @@ impl ProxyError {
         }
     }
 
-    /// The response for this failure. `retry_after` goes on 503s.
-    pub fn to_response(&self, retry_after: Duration, via: &HeaderValue) -> Response<ProxyBody> {
+    /// The response for this failure. `retry_after` goes on 503s. (`Via` is added with every
+    /// other response's, on the way out.)
+    pub fn to_response(&self, retry_after: Duration) -> Response<ProxyBody> {
         let status = self.status();
         let body = format!(
             "{} {}\n{}\n",
@@ -112,7 +162,6 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(header::VIA, via.clone());
         if status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(
                 header::RETRY_AFTER,
@@ -134,13 +183,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retries_follow_where_the_failure_came_from() {
+        let connect = ProxyError::Connect {
+            farm: "web".into(),
+            member: "m".into(),
+            source: ConnectError::Io {
+                addr: "127.0.0.1:1".parse().unwrap(),
+                source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            },
+        };
+        assert_eq!(connect.retry(), Retry::Unsent);
+        assert!(connect.blames_member());
+        let timeout = ProxyError::ResponseTimeout {
+            farm: "web".into(),
+            member: "m".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(timeout.retry(), Retry::Never);
+        assert!(timeout.blames_member());
+        let client = ProxyError::BodyTooLarge { limit: 1 };
+        assert_eq!(client.retry(), Retry::Never);
+        assert!(!client.blames_member());
+        assert!(!ProxyError::BadRequest("x").blames_member());
+    }
+
+    #[test]
     fn statuses_and_bodies() {
-        let via = HeaderValue::from_static("1.1 farmgate");
         let e = ProxyError::NoMember {
             farm: "web".into(),
             reason: Unavailable::AllTried { tried: 2 },
         };
-        let r = e.to_response(Duration::from_secs(5), &via);
+        let r = e.to_response(Duration::from_secs(5));
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "5");
         let timeout = ProxyError::Connect {
@@ -158,7 +231,7 @@ mod tests {
         let tls = ProxyError::Connect {
             farm: "web".into(),
             member: "web1".into(),
-            source: ConnectError::Tls(Box::new(crate::pool::TlsFailure {
+            source: ConnectError::Tls(Box::new(crate::upstream::TlsFailure {
                 addr: "127.0.0.1:443".parse().unwrap(),
                 server_name: "web1.internal".into(),
                 message: "member certificate refused: UnknownIssuer".into(),

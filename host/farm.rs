@@ -360,6 +360,42 @@ pub struct Farm {
     panic: AtomicBool,
 }
 
+/// The members (by index) a request has been tried on. Retries are few, so a short list does;
+/// it has no cap on member indexes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tried(Vec<usize>);
+
+impl Tried {
+    pub fn contains(&self, index: usize) -> bool {
+        self.0.contains(&index)
+    }
+
+    /// Notes `index` as tried (once).
+    pub fn insert(&mut self, index: usize) {
+        if !self.contains(index) {
+            self.0.push(index);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<const N: usize> From<[usize; N]> for Tried {
+    fn from(indexes: [usize; N]) -> Tried {
+        let mut t = Tried::default();
+        for i in indexes {
+            t.insert(i);
+        }
+        t
+    }
+}
+
 /// Why a farm cannot take a request; becomes the body of the 503.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unavailable {
@@ -580,9 +616,9 @@ impl Farm {
     }
 
     /// Least current request (ARR's default): the online member with the fewest requests in
-    /// flight, skipping those in `tried` (a bit per member index); ties are broken by rotating
-    /// the starting point, so equal members take turns.
-    pub fn pick_least_current(&self, tried: u64) -> Result<Arc<Member>, Unavailable> {
+    /// flight, skipping those in `tried`; ties are broken by rotating the starting point, so
+    /// equal members take turns. Gives the member's index with it.
+    pub fn pick_least_current(&self, tried: &Tried) -> Result<(usize, Arc<Member>), Unavailable> {
         let members = self.members.load();
         let n = members.len();
         if n == 0 {
@@ -592,7 +628,7 @@ impl Farm {
         let mut best: Option<(usize, u32)> = None;
         for k in 0..n {
             let i = (start + k) % n;
-            if i < 64 && tried & (1 << i) != 0 {
+            if tried.contains(i) {
                 continue;
             }
             let m = &members[i];
@@ -605,7 +641,7 @@ impl Farm {
             }
         }
         match best {
-            Some((i, _)) => Ok(Arc::clone(&members[i])),
+            Some((i, _)) => Ok((i, Arc::clone(&members[i]))),
             None => Err(self.unavailable(tried)),
         }
     }
@@ -617,7 +653,7 @@ impl Farm {
             .position(|m| std::ptr::eq(m.as_ref(), member))
     }
 
-    fn unavailable(&self, tried: u64) -> Unavailable {
+    fn unavailable(&self, tried: &Tried) -> Unavailable {
         let mut counts = [0usize; 5];
         let mut unresolved = Vec::new();
         let members = self.members.load();
@@ -628,7 +664,7 @@ impl Farm {
                 unresolved.push(m.name.clone());
             }
         }
-        let tried_count = tried.count_ones() as usize;
+        let tried_count = tried.len();
         if tried_count > 0 {
             Unavailable::AllTried { tried: tried_count }
         } else if !unresolved.is_empty() {
@@ -679,19 +715,42 @@ mod tests {
     }
 
     #[test]
+    fn tried_members_are_skipped_past_sixty_four() {
+        let f = farm(70);
+        let mut tried = Tried::default();
+        for i in (0..70).filter(|i| *i != 66) {
+            tried.insert(i);
+        }
+        tried.insert(3);
+        assert_eq!(tried.len(), 69);
+        for _ in 0..5 {
+            assert_eq!(f.pick_least_current(&tried).unwrap().0, 66);
+        }
+        tried.insert(66);
+        assert_eq!(
+            f.pick_least_current(&tried).unwrap_err(),
+            Unavailable::AllTried { tried: 70 }
+        );
+    }
+
+    #[test]
     fn ties_rotate_and_busy_members_are_avoided() {
         let f = farm(3);
         let mut counts = [0; 3];
         for _ in 0..30 {
-            let m = f.pick_least_current(0).unwrap();
-            counts[f.index_of(&m).unwrap()] += 1;
+            let (i, m) = f.pick_least_current(&Tried::default()).unwrap();
+            assert_eq!(f.index_of(&m), Some(i));
+            counts[i] += 1;
         }
         assert_eq!(counts, [10, 10, 10]);
 
         let _busy = f.members()[0].begin();
         let _busy2 = f.members()[1].begin();
         for _ in 0..5 {
-            assert_eq!(f.pick_least_current(0).unwrap().name, "m2");
+            assert_eq!(
+                f.pick_least_current(&Tried::default()).unwrap().1.name,
+                "m2"
+            );
         }
     }
 
@@ -699,14 +758,17 @@ mod tests {
     fn tried_and_offline_members_are_skipped() {
         let f = farm(3);
         f.members()[1].set_state(MemberState::OutOfService);
-        assert_eq!(f.pick_least_current(0b001).unwrap().name, "m2");
         assert_eq!(
-            f.pick_least_current(0b101).unwrap_err(),
+            f.pick_least_current(&Tried::from([0])).unwrap().1.name,
+            "m2"
+        );
+        assert_eq!(
+            f.pick_least_current(&Tried::from([0, 2])).unwrap_err(),
             Unavailable::AllTried { tried: 2 }
         );
         f.members()[0].set_state(MemberState::Draining);
         f.members()[2].set_state(MemberState::OutOfService);
-        let e = f.pick_least_current(0).unwrap_err();
+        let e = f.pick_least_current(&Tried::default()).unwrap_err();
         assert_eq!(
             e,
             Unavailable::NoneOnline {
@@ -723,10 +785,13 @@ mod tests {
     fn unresolved_members_are_named() {
         let f = farm(2);
         f.members()[0].set_addrs(Vec::new());
-        assert_eq!(f.pick_least_current(0).unwrap().name, "m1");
+        assert_eq!(
+            f.pick_least_current(&Tried::default()).unwrap().1.name,
+            "m1"
+        );
         f.members()[1].set_addrs(Vec::new());
         assert_eq!(
-            f.pick_least_current(0).unwrap_err(),
+            f.pick_least_current(&Tried::default()).unwrap_err(),
             Unavailable::Unresolved {
                 names: vec!["m0".into(), "m1".into()]
             }

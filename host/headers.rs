@@ -1,13 +1,14 @@
 //! Header rewriting on the way through: hop-by-hop removal (RFC 9110 §7.6.1), the forwarding
 //! headers members rely on (X-Forwarded-For/-Proto/-Host, RFC 7239 `Forwarded`) and `Via`
-//! (RFC 9110 §7.6.3). Pure functions over a `HeaderMap`; no I/O.
+//! (RFC 9110 §7.6.3), and the request target's origin form. Pure functions over request heads;
+//! no I/O.
 
 use std::net::IpAddr;
 
 use crate::config::IpNet;
 
-use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Uri, Version};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the
 /// `Proxy-*` and `Keep-Alive` names still sent by old clients).
@@ -26,6 +27,15 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// A request target in origin form (`/path?query`), as HTTP/1.1 sends it to a member.
+pub fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(_) if uri.scheme().is_none() && uri.authority().is_none() => uri.clone(),
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    }
+}
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {

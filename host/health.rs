@@ -418,7 +418,7 @@ async fn http_probe(
         driver.abort();
         Ok::<_, String>((
             parts.status,
-            crate::policy::header_block(&parts.headers),
+            crate::views::header_block(&parts.headers),
             prefix,
             latency,
         ))

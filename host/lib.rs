@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod farm;
 pub mod framing;
+pub mod generation;
 pub mod headers;
 pub mod health;
 pub mod https;
@@ -31,6 +32,8 @@ pub mod telemetry;
 pub mod tls;
 pub mod translate;
 pub mod upgrade;
+pub mod upstream;
+pub mod views;
 
 pub use config::{Config, ConfigError};
 pub use server::{Running, StartError, start};

@@ -27,7 +27,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{CertificateConfig, Config, ListenerConfig};
 use crate::framing::{Checked, Shared};
-use crate::proxy::{ConnInfo, Proxy};
+use crate::generation::ConnInfo;
+use crate::proxy::Proxy;
 use crate::tls::CertStore;
 
 /// What an accept loop takes from the config; when any of it changes, a reload restarts the

@@ -13,104 +13,15 @@
 //! request clones. How connections are opened (TCP, TLS, h1 or h2) is [`crate::bridge`]'s.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::{TrySendError, http1, http2};
+use hyper::client::conn::{http1, http2};
 
-use crate::body::ReqBody;
-use crate::bridge::{Route, TlsIdentity};
-
-/// What identifies interchangeable upstream connections: the resolved address, whether HTTP/2
-/// is spoken (or, over TLS, offered), and for HTTPS the TLS identity (the name sent and checked,
-/// and the roots). Never a host name on its own.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerKey {
-    pub addr: SocketAddr,
-    pub http2: bool,
-    pub tls: Option<TlsIdentity>,
-}
-
-impl std::fmt::Display for PeerKey {
-    /// `http://10.0.0.1:80`, `h2c://…`, `https://10.0.0.1:443 (tls name web1, system roots)`:
-    /// what the admin API and metrics call a pool key.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use crate::bridge::Trust;
-        let scheme = match (&self.tls, self.http2) {
-            (None, false) => "http",
-            (None, true) => "h2c",
-            (Some(_), false) => "https",
-            (Some(_), true) => "h2",
-        };
-        write!(f, "{scheme}://{}", self.addr)?;
-        if let Some(t) = &self.tls {
-            let trust = match &t.trust {
-                Trust::System => "system roots".to_string(),
-                Trust::Bundle(p) => format!("roots {}", p.display()),
-                Trust::Insecure => "not verified".to_string(),
-            };
-            write!(f, " (tls name {}, {trust})", t.server_name)?;
-        }
-        Ok(())
-    }
-}
-
-impl PeerKey {
-    /// A plain HTTP/1.1 key.
-    pub fn plain(addr: SocketAddr) -> PeerKey {
-        PeerKey {
-            addr,
-            http2: false,
-            tls: None,
-        }
-    }
-}
-
-/// The task that drives one upstream connection.
-pub type Driver = Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>;
-
-/// The sending side of an upstream connection.
-pub enum Sender {
-    H1(http1::SendRequest<ReqBody>),
-    H2(http2::SendRequest<ReqBody>),
-}
-
-impl Sender {
-    pub fn is_closed(&self) -> bool {
-        match self {
-            Sender::H1(s) => s.is_closed(),
-            Sender::H2(s) => s.is_closed(),
-        }
-    }
-
-    pub fn is_h2(&self) -> bool {
-        matches!(self, Sender::H2(_))
-    }
-
-    pub async fn ready(&mut self) -> Result<(), hyper::Error> {
-        match self {
-            Sender::H1(s) => s.ready().await,
-            Sender::H2(s) => s.ready().await,
-        }
-    }
-
-    pub async fn try_send_request(
-        &mut self,
-        req: Request<ReqBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<ReqBody>>> {
-        match self {
-            Sender::H1(s) => s.try_send_request(req).await,
-            Sender::H2(s) => s.try_send_request(req).await,
-        }
-    }
-}
+use crate::upstream::{ConnectError, PeerKey, ReqBody, Route, Sender};
 
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
@@ -162,38 +73,6 @@ pub struct PeerStats {
     pub reused: u64,
     pub closed: u64,
     pub idle: usize,
-}
-
-/// Why no connection could be had.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("connect to {addr} timed out after {timeout:?}")]
-    Timeout { addr: SocketAddr, timeout: Duration },
-    #[error("connect to {addr} failed: {source}")]
-    Io {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("HTTP handshake with {addr} failed: {source}")]
-    Handshake {
-        addr: SocketAddr,
-        source: hyper::Error,
-    },
-    /// HTTPS bridging: the TLS handshake failed, usually because the member's certificate was
-    /// refused (unknown issuer, wrong name, expired).
-    #[error(transparent)]
-    Tls(Box<TlsFailure>),
-}
-
-/// A failed TLS handshake with a member (boxed: errors stay small on the request path).
-#[derive(Debug, thiserror::Error)]
-#[error("TLS handshake with {addr} as \"{server_name}\" failed: {message}")]
-pub struct TlsFailure {
-    pub addr: SocketAddr,
-    /// The name sent as SNI and checked against the certificate.
-    pub server_name: String,
-    /// rustls's reason, e.g. the certificate's issuer is unknown or it names another host.
-    pub message: String,
 }
 
 impl Pool {

@@ -21,9 +21,10 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 
 use crate::config::Config;
+use crate::generation::Generation;
 use crate::health::HealthChecker;
 use crate::listeners::Listeners;
-use crate::proxy::{Generation, Proxy};
+use crate::proxy::Proxy;
 use crate::resolve::Resolver;
 
 /// Quiet time after the last file event before the config is read (editors write in steps).

@@ -12,10 +12,11 @@ use tokio::task::JoinHandle;
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
+use crate::generation::Generation;
 use crate::listeners::Listeners;
 use crate::plugins::{Runtime, watch_folder};
 use crate::pool::{Pool, PoolSettings};
-use crate::proxy::{Generation, Proxy};
+use crate::proxy::Proxy;
 use crate::resolve::Resolver;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,139 @@
+//! Choosing a member: the affinity chain (the plugins bound to a farm, then the built-in balance
+//! plugin, which reads the signed affinity cookie) on a request's first attempt, and the host's
+//! own least-current-request choice when every plugin passed, chose a member that cannot take
+//! requests, or the request is being tried again. A chosen member the plugin sticks the client
+//! to is pinned by the affinity cookie.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap};
+
+use super::fail;
+use crate::error::ProxyError;
+use crate::farm::{Farm, Member, MemberState, Tried};
+use crate::generation::Generation;
+use crate::plugins::{AffinityDecision, Hook, Plugin, RequestView, Runtime};
+use crate::views::farm_view;
+
+/// A farm's member choice for one request.
+pub struct Balancer<'a> {
+    runtime: &'a Runtime,
+    farm: &'a Farm,
+    plugins: Vec<Arc<Plugin>>,
+    /// The member the client's genuine affinity cookie names.
+    sticky: Option<u32>,
+}
+
+/// The member a request goes to, and whether the client is to be pinned to it.
+pub struct Chosen {
+    pub member: Arc<Member>,
+    pub index: usize,
+    /// The response sets the affinity cookie naming this member (a plugin stuck the client to
+    /// it, and the client's cookie names another or none).
+    pub pin: bool,
+}
+
+impl<'a> Balancer<'a> {
+    /// The choice for farm `farm` of a request with `headers` (read for the affinity cookie).
+    pub fn for_farm(
+        runtime: &'a Runtime,
+        generation: &'a Generation,
+        farm: usize,
+        headers: &HeaderMap,
+    ) -> Balancer<'a> {
+        let mut plugins = runtime.chain(Hook::Affinity, &generation.config.farms[farm].affinity);
+        plugins.extend(runtime.builtin(Hook::Affinity));
+        let farm = generation.farms[farm].as_ref();
+        Balancer {
+            runtime,
+            farm,
+            plugins,
+            sticky: farm.sticky_member(headers),
+        }
+    }
+
+    /// Whether a plugin is asked, and so needs the request view.
+    pub fn asks_plugins(&self) -> bool {
+        !self.plugins.is_empty()
+    }
+
+    /// The member for the next attempt. Plugins are asked on the first attempt only (`tried`
+    /// empty); members in `tried` are skipped by the host's choice.
+    pub async fn choose(
+        &self,
+        view: Option<&RequestView>,
+        tried: &Tried,
+    ) -> Result<Chosen, ProxyError> {
+        if tried.is_empty()
+            && let Some(view) = view
+            && let Some(chosen) = self.ask(view).await?
+        {
+            return Ok(chosen);
+        }
+        let (index, member) =
+            self.farm
+                .pick_least_current(tried)
+                .map_err(|reason| ProxyError::NoMember {
+                    farm: self.farm.name.clone(),
+                    reason,
+                })?;
+        Ok(Chosen {
+            member,
+            index,
+            pin: false,
+        })
+    }
+
+    /// Asks the affinity chain. `Ok(None)`: every plugin passed (or chose a member that cannot
+    /// take requests now), so the host's own choice decides.
+    async fn ask(&self, view: &RequestView) -> Result<Option<Chosen>, ProxyError> {
+        if self.plugins.is_empty() {
+            return Ok(None);
+        }
+        let farm = self.farm;
+        let farm_view = farm_view(farm, self.sticky);
+        for plugin in &self.plugins {
+            match self.runtime.choose(plugin, view, &farm_view).await {
+                Ok(AffinityDecision::Pass) => {}
+                Ok(AffinityDecision::Member(choice)) => {
+                    let index = choice.id as usize;
+                    let members = farm.members();
+                    let Some(member) = members.get(index) else {
+                        // A member added since the view was made cannot have been chosen; the
+                        // runtime checked the id against the view.
+                        return Ok(None);
+                    };
+                    let usable = matches!(
+                        farm.effective_state(member),
+                        MemberState::Active | MemberState::Draining
+                    ) && member.has_addrs();
+                    if usable {
+                        return Ok(Some(Chosen {
+                            member: Arc::clone(member),
+                            index,
+                            pin: choice.stick && self.sticky != Some(index as u32),
+                        }));
+                    }
+                    tracing::debug!(plugin = %plugin.name, member = %member.name, state = member.state().as_str(), "affinity chose a member that cannot take requests; balancing instead");
+                    return Ok(None);
+                }
+                Err(f) => fail(f)?,
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Chosen {
+    /// Adds the affinity cookie naming the member to a response, when the client is pinned to
+    /// it (`Secure` on HTTPS).
+    pub fn pin(&self, headers: &mut HeaderMap, proto: &str) {
+        if self.pin {
+            let secure = usize::from(proto == "https");
+            headers.append(
+                header::SET_COOKIE,
+                self.member.affinity.set_cookie[secure].clone(),
+            );
+        }
+    }
+}
