@@ -1,39 +1,46 @@
 //! farmgate: a reverse proxy for web server farms whose policies are WebAssembly plugins.
 //!
-//! The binary (`main.rs`) only parses the command line and calls [`server::start`]. Each module
-//! owns one concern and says at its top what it must not do; `ARCHITECTURE.md` has the map.
+//! The binary (`main.rs`) only parses the command line and calls [`start`]. Each module owns one
+//! concern and says at its top what it must not do; `ARCHITECTURE.md` has the map.
+//!
+//! The public API is what the binary, the integration tests, the benches and the fuzz targets
+//! need: starting the proxy ([`start`], [`Running`]), the config ([`config`]), farms and their
+//! members ([`farm`]), the plugin runtime ([`plugins`], [`builtin`], [`plugin_tool`]), and the
+//! pure parts worth testing and measuring on their own ([`routing`], [`headers`], [`framing`],
+//! [`translate`], [`affinity`], [`tls`]'s crypto provider, [`telemetry`]). Everything else is
+//! private to the crate.
 
-pub mod access_log;
-pub mod admin;
+mod access_log;
+mod admin;
 pub mod affinity;
-pub mod body;
-pub mod bridge;
+mod body;
+mod bridge;
 pub mod builtin;
 pub mod config;
-pub mod error;
+mod error;
 pub mod farm;
 pub mod framing;
-pub mod generation;
+mod generation;
 pub mod headers;
-pub mod health;
-pub mod https;
-pub mod listeners;
+mod health;
+mod https;
+mod listeners;
 pub mod plugin_tool;
 pub mod plugins;
-pub mod policy;
-pub mod pool;
-pub mod proxy;
-pub mod reload;
-pub mod resolve;
+mod policy;
+mod pool;
+mod proxy;
+mod reload;
+mod resolve;
 pub mod routing;
-pub mod sample;
-pub mod server;
+mod sample;
+mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod translate;
-pub mod upgrade;
-pub mod upstream;
-pub mod views;
+mod upgrade;
+mod upstream;
+mod views;
 
 pub use config::{Config, ConfigError};
 pub use server::{Running, StartError, start};

@@ -9,6 +9,7 @@ mod faults;
 mod forwarding;
 mod health;
 mod https;
+mod layout;
 mod lifecycle;
 mod limits;
 mod plugin_cli;
