@@ -17,6 +17,8 @@ pub mod headers;
 pub mod health;
 pub mod https;
 pub mod listeners;
+pub mod names;
+pub mod pem;
 pub mod plugin_tool;
 pub mod plugins;
 pub mod policy;

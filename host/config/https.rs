@@ -11,7 +11,8 @@ use rustls_pki_types::CertificateDer;
 use toml::Spanned;
 
 use super::{ConfigError, ListenerConfig, Validator, defaults, raw};
-use crate::routing::HostPattern;
+use crate::names::HostPattern;
+use crate::pem::{PairFile, load_ca_file, load_pair};
 
 /// One certificate of a TLS listener.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,10 +117,10 @@ impl Validator<'_> {
             let ckey = format!("{key}.certificates[{i}]");
             let cert = base.join(c.cert.get_ref().trim());
             let pkey = base.join(c.key.get_ref().trim());
-            if let Err(e) = crate::tls::load_pair(&cert, &pkey) {
+            if let Err(e) = load_pair(&cert, &pkey) {
                 let (at, which) = match e.file {
-                    crate::tls::PairFile::Cert => (&c.cert, "cert"),
-                    crate::tls::PairFile::Key => (&c.key, "key"),
+                    PairFile::Cert => (&c.cert, "cert"),
+                    PairFile::Key => (&c.key, "key"),
                 };
                 return Err(src.error(at, format!("{ckey}.{which}"), e.message));
             }
@@ -235,7 +236,7 @@ impl Validator<'_> {
         let ca = match &f.tls_ca_file {
             Some(p) if !p.get_ref().trim().is_empty() => {
                 let path = self.config_dir().join(p.get_ref().trim());
-                let certs = crate::tls::load_ca_file(&path)
+                let certs = load_ca_file(&path)
                     .map_err(|m| src.error(p, format!("{key}.tls_ca_file"), m))?;
                 Some(CaBundle {
                     path,

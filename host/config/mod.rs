@@ -20,7 +20,7 @@ pub use https::{CaBundle, CertificateConfig, RuleHttps, TlsVerify, UpstreamSetti
 pub use raw::AccessLogFormat;
 use raw::{Dur, HostAddresses, RawConfig};
 
-use crate::routing::HostPattern;
+use crate::names::{HostPattern, is_host_name_or_ip, split_host_port};
 
 /// The default config, embedded so `farmgate run` works with no file at all.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/farmgate.toml");
@@ -1773,41 +1773,6 @@ fn parse_socket_addr(s: &Spanned<String>) -> Result<SocketAddr, String> {
     })
 }
 
-/// Splits `host:port`, `[v6]:port`, `host` or `v6` into host and optional port text.
-pub fn split_host_port(s: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = s.strip_prefix('[') {
-        return match rest.find(']') {
-            Some(end) => (&rest[..end], rest[end + 1..].strip_prefix(':')),
-            None => (s, None),
-        };
-    }
-    match s.rfind(':') {
-        // More than one colon without brackets: an IPv6 literal, no port.
-        Some(i) if s[..i].contains(':') => (s, None),
-        Some(i) => (&s[..i], Some(&s[i + 1..])),
-        None => (s, None),
-    }
-}
-
-/// A DNS name (letters, digits, hyphens, dots; labels of 1..=63) or an IP literal.
-pub fn is_host_name_or_ip(s: &str) -> bool {
-    if s.parse::<IpAddr>().is_ok() {
-        return true;
-    }
-    let s = s.strip_suffix('.').unwrap_or(s);
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
 /// `/app/*`, `/app/` and `/app` all mean "the `/app` subtree"; `/*` and `/` mean everything.
 fn normalize_path_prefix(p: &str) -> Result<String, String> {
     let p = p.trim();
@@ -1940,14 +1905,6 @@ farm = "f"
         assert_eq!(normalize_path_prefix("/*").unwrap(), "/");
         assert!(normalize_path_prefix("app").is_err());
         assert!(normalize_path_prefix("/a*b").is_err());
-    }
-
-    #[test]
-    fn host_port_split() {
-        assert_eq!(split_host_port("a.b:80"), ("a.b", Some("80")));
-        assert_eq!(split_host_port("[::1]:80"), ("::1", Some("80")));
-        assert_eq!(split_host_port("::1"), ("::1", None));
-        assert_eq!(split_host_port("a.b"), ("a.b", None));
     }
 
     #[test]
