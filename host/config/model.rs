@@ -464,8 +464,8 @@ impl Default for HealthSettings {
                 .unwrap_or_default(),
             live_max_failures: defaults::LIVE_MAX_FAILURES,
             live_failover_period: defaults::LIVE_FAILOVER_PERIOD,
-            min_servers: 0,
-            min_servers_percent: 0,
+            min_servers: defaults::MIN_SERVERS,
+            min_servers_percent: defaults::MIN_SERVERS_PERCENT,
         }
     }
 }

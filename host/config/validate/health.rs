@@ -65,7 +65,10 @@ impl Validator<'_> {
             Some(p) if *p.get_ref() > 100 => {
                 return Err(src.error(p, format!("{key}.min_servers_percent"), "must be 0..=100"));
             }
-            p => p.as_ref().map(|p| *p.get_ref()).unwrap_or(0),
+            p => p
+                .as_ref()
+                .map(|p| *p.get_ref())
+                .unwrap_or(defaults::MIN_SERVERS_PERCENT),
         };
         Ok(HealthSettings {
             statuses,
@@ -80,43 +83,44 @@ impl Validator<'_> {
             live_failure_statuses,
             live_max_failures: h.live_max_failures.unwrap_or(defaults::LIVE_MAX_FAILURES),
             live_failover_period,
-            min_servers: h.min_servers.unwrap_or(0),
+            min_servers: h.min_servers.unwrap_or(defaults::MIN_SERVERS),
             min_servers_percent,
         })
     }
 
     /// The connectivity verifier: `check` and the keys of its kind.
     fn check(&self, h: &raw::RawHealth, key: &str) -> Result<Check, ConfigError> {
-        let Some(c) = &h.check else {
-            return Ok(Check::None);
-        };
-        match c.get_ref().trim().to_ascii_lowercase().as_str() {
+        let written = h
+            .check
+            .as_ref()
+            .map_or(defaults::HEALTH_CHECK, |c| c.get_ref().as_str());
+        // Where the check is written; the default is always a valid kind.
+        let at = h.check.as_ref().map_or(0, |c| c.span().start);
+        match written.trim().to_ascii_lowercase().as_str() {
             "none" => Ok(Check::None),
-            "http" => self.http_check(h, c, key),
+            "http" => self.http_check(h, at, key),
             "tcp" => Ok(Check::Tcp { port: h.port }),
             "ping" => Ok(Check::Ping),
-            _ => Err(self.source.error(
-                c,
+            _ => Err(self.source.error_at(
+                at,
                 format!("{key}.check"),
-                format!(
-                    "\"{}\" is not a check; use none, http, tcp or ping",
-                    c.get_ref()
-                ),
+                format!("\"{written}\" is not a check; use none, http, tcp or ping"),
             )),
         }
     }
 
     /// `check = "http"`: the URL (`*` standing for the member's name), the method and the Host.
+    /// `check_at`: where `check = "http"` is written.
     fn http_check(
         &self,
         h: &raw::RawHealth,
-        check: &Spanned<String>,
+        check_at: usize,
         key: &str,
     ) -> Result<Check, ConfigError> {
         let src = self.source;
         let Some(url) = &h.url else {
             return Err(src.error_at(
-                check.span().start,
+                check_at,
                 format!("{key}.url"),
                 "check = \"http\" needs a url such as \"http://*/status.htm\"",
             ));
@@ -134,15 +138,18 @@ impl Validator<'_> {
                 "must be an http:// URL; `*` stands for the member's name, e.g. \"http://*/status.htm\"",
             ));
         }
-        let head = match &h.method {
-            None => false,
-            Some(m) => match m.get_ref().trim().to_ascii_uppercase().as_str() {
-                "GET" => false,
-                "HEAD" => true,
-                _ => {
-                    return Err(src.error(m, format!("{key}.method"), "must be GET or HEAD"));
-                }
-            },
+        let method = h
+            .method
+            .as_ref()
+            .map_or(defaults::HEALTH_METHOD, |m| m.get_ref().as_str());
+        let head = match method.trim().to_ascii_uppercase().as_str() {
+            "GET" => false,
+            "HEAD" => true,
+            _ => {
+                // The default is always GET or HEAD.
+                let at = h.method.as_ref().map_or(0, |m| m.span().start);
+                return Err(src.error_at(at, format!("{key}.method"), "must be GET or HEAD"));
+            }
         };
         let host_header = match &h.host_header {
             Some(v)

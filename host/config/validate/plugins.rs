@@ -85,12 +85,12 @@ impl Validator<'_> {
             None => "{}".into(),
         };
         Ok(PluginConfig {
-            fail_closed: c.fail_closed,
+            fail_closed: c.fail_closed.unwrap_or(defaults::PLUGIN_FAIL_CLOSED),
             call_timeout: None,
             settings_json,
             env: c.env.into_iter().collect(),
             read_only_dirs,
-            network: c.network,
+            network: c.network.unwrap_or(defaults::PLUGIN_NETWORK),
         })
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::Validator;
-use crate::config::raw::{self, AccessLogFormat, Dur};
+use crate::config::raw::{self, Dur};
 use crate::config::{AccessLogSettings, AffinityKey, ConfigError, IpNet, ProxySettings, defaults};
 
 impl Validator<'_> {
@@ -145,7 +145,7 @@ impl Validator<'_> {
 /// `[access_log]`: nothing in it can be wrong that serde has not refused already.
 pub(super) fn access_log(raw: raw::RawAccessLog) -> AccessLogSettings {
     AccessLogSettings {
-        format: raw.format.unwrap_or(AccessLogFormat::Combined),
+        format: raw.format.unwrap_or(defaults::ACCESS_LOG_FORMAT),
         path: raw.path.filter(|p| p != "-"),
     }
 }

@@ -5,7 +5,7 @@
 use toml::Spanned;
 
 use super::Validator;
-use crate::config::{ConfigError, FarmConfig, RewriteRule, raw};
+use crate::config::{ConfigError, FarmConfig, RewriteRule, defaults, raw};
 
 /// Capture groups of a rewrite rule's path and host regexes.
 #[derive(Clone, Copy)]
@@ -35,7 +35,7 @@ impl Validator<'_> {
         farms: &[FarmConfig],
     ) -> Result<RewriteRule, ConfigError> {
         let src = self.source;
-        let ignore_case = w.ignore_case.unwrap_or(true);
+        let ignore_case = w.ignore_case.unwrap_or(defaults::REWRITE_IGNORE_CASE);
         let groups = Groups {
             path: self.rewrite_regex(&w.path, ignore_case, key, "path")?,
             host: self.rewrite_regex(&w.host, ignore_case, key, "host")?,
@@ -72,14 +72,14 @@ impl Validator<'_> {
             ignore_case,
             action,
             url: w.url.as_ref().map(|u| u.get_ref().clone()),
-            append_query: w.append_query.unwrap_or(true),
+            append_query: w.append_query.unwrap_or(defaults::REWRITE_APPEND_QUERY),
             farm,
             status,
             body: w.body.clone(),
             content_type: w.content_type.as_ref().map(|c| c.get_ref().clone()),
             set_headers,
             remove_headers,
-            stop: w.stop.unwrap_or(false),
+            stop: w.stop.unwrap_or(defaults::REWRITE_STOP),
         })
     }
 

@@ -59,7 +59,7 @@ impl Validator<'_> {
             paths,
             farm,
             internal_site_name,
-            preserve_host: r.preserve_host,
+            preserve_host: r.preserve_host.unwrap_or(defaults::PRESERVE_HOST),
             router: self.binding(&r.router_plugins, &format!("{key}.router_plugins"))?,
             link_translation: self.binding(
                 &r.link_translation_plugins,
