@@ -203,7 +203,7 @@ fn member_choice(c: &mut Criterion) {
         // As farmgate configures the built-in: its own deadline.
         let config = PluginConfig {
             settings_json: format!(r#"{{"farms": {{"web": {farm_settings}}}}}"#),
-            call_timeout: Some(farmgate::builtin::BUILTIN_CALL_TIMEOUT),
+            call_timeout: Some(farmgate::config::defaults::BUILTIN_CALL_TIMEOUT),
             ..PluginConfig::default()
         };
         let plugin = {

@@ -391,7 +391,7 @@ impl Admin {
             );
         };
         let host = match body.get("host").and_then(Value::as_str) {
-            Some(h) if crate::config::is_host_name_or_ip(&h.trim().to_ascii_lowercase()) => {
+            Some(h) if crate::names::is_host_name_or_ip(&h.trim().to_ascii_lowercase()) => {
                 h.trim().to_ascii_lowercase()
             }
             _ => {

@@ -107,7 +107,7 @@ impl FarmUpstream {
         let http2 = self.http2 && !upgrade;
         let tls = self.tls.as_ref().map(|configs| {
             let name = match (self.verify, internal_site_name) {
-                (TlsVerify::InternalSiteName, Some(n)) => crate::config::split_host_port(n).0,
+                (TlsVerify::InternalSiteName, Some(n)) => crate::names::split_host_port(n).0,
                 // A router plugin may send a rule without an internal site name to such a farm;
                 // the member's own name is then what is checked.
                 _ => member_host,

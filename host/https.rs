@@ -7,7 +7,8 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode};
 
 use crate::body::ProxyBody;
-use crate::config::{RuleHttps, split_host_port};
+use crate::config::RuleHttps;
+use crate::names::split_host_port;
 
 /// The redirect a plain-HTTP request gets when its rule asks for HTTPS: `301` for GET and HEAD,
 /// `308` for other methods (so a POST stays a POST). `None` when no redirect applies, including

@@ -7,49 +7,9 @@
 //! `/APP/x` and `/app?q`, not `/apple`).
 
 use std::collections::HashMap;
-use std::fmt;
 
-use crate::config::{Config, split_host_port};
-
-/// One entry of a rule's public names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
-    /// `*`: any host.
-    Any,
-    /// `www.contoso.com`, lower-cased.
-    Exact(String),
-    /// `*.contoso.com`, kept as `.contoso.com`: matches `a.contoso.com` and `a.b.contoso.com`.
-    Suffix(String),
-}
-
-impl HostPattern {
-    pub fn parse(s: &str) -> Result<HostPattern, String> {
-        let s = s.trim().to_ascii_lowercase();
-        if s == "*" {
-            return Ok(HostPattern::Any);
-        }
-        if let Some(rest) = s.strip_prefix("*.") {
-            if crate::config::is_host_name_or_ip(rest) && !rest.contains('*') {
-                return Ok(HostPattern::Suffix(format!(".{rest}")));
-            }
-        } else if crate::config::is_host_name_or_ip(&s) {
-            return Ok(HostPattern::Exact(s));
-        }
-        Err(format!(
-            "public name \"{s}\" must be a host name, \"*.domain\" or \"*\" (no port: ports are ignored)"
-        ))
-    }
-}
-
-impl fmt::Display for HostPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostPattern::Any => f.write_str("*"),
-            HostPattern::Exact(h) => f.write_str(h),
-            HostPattern::Suffix(s) => write!(f, "*{s}"),
-        }
-    }
-}
+use crate::config::Config;
+use crate::names::{HostPattern, split_host_port};
 
 /// Compiled matching tables, one per listener.
 #[derive(Debug, Default)]
@@ -255,20 +215,6 @@ farm = "f"
         );
         assert_eq!(t.route(0, "two.example", "/"), None);
         assert_eq!(t.route(0, "[::1]:8080", "/"), None);
-    }
-
-    #[test]
-    fn patterns() {
-        assert_eq!(
-            HostPattern::parse("*.A.com"),
-            Ok(HostPattern::Suffix(".a.com".into()))
-        );
-        assert!(HostPattern::parse("a.com:80").is_err());
-        assert!(HostPattern::parse("*.*.com").is_err());
-        assert_eq!(
-            HostPattern::parse("::1"),
-            Ok(HostPattern::Exact("::1".into()))
-        );
     }
 
     #[test]

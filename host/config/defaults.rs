@@ -1,7 +1,14 @@
 //! Every default farmgate applies when the config is silent, each a named constant with where it
-//! comes from. `config/farmgate.toml` writes all of them out; a test keeps the two in step.
+//! comes from. `config/farmgate.toml` writes out those it has keys for; a test keeps the two in
+//! step.
+//!
+//! A few defaults are applied by the built-in plugins (separate wasm crates that cannot import
+//! this file), which keep their own copies: those constants say so, and tests in
+//! [`crate::builtin`] read the plugins' sources and check that each copy agrees.
 
 use std::time::Duration;
+
+use super::raw::AccessLogFormat;
 
 /// Listener bind address of the default config: loopback only, so a first run publishes nothing.
 pub const LISTEN_ADDRESS: &str = "127.0.0.1:8080";
@@ -44,6 +51,14 @@ pub const WORKER_THREADS: usize = 0;
 /// Paths a publishing rule matches when it names none: everything.
 pub const RULE_PATH: &str = "/";
 
+/// Whether members get the client's Host header instead of the rule's internal site name. Off:
+/// TMG and ARR send the internal site name by default.
+pub const PRESERVE_HOST: bool = false;
+
+/// How access log lines are written: the NCSA combined format (what IIS and most log tools read),
+/// with the rule, farm, member and duration appended.
+pub const ACCESS_LOG_FORMAT: AccessLogFormat = AccessLogFormat::Combined;
+
 /// A member's weight when the config gives none (ARR's default weight is 100 of 100 for each
 /// server; only the ratio matters, so 1 is as good).
 pub const MEMBER_WEIGHT: u32 = 1;
@@ -55,12 +70,26 @@ pub const PLUGIN_CALL_TIMEOUT: Duration = Duration::from_millis(10);
 /// needs more than this is a bug, and the epoch ticker's idle logic relies on the bound.
 pub const PLUGIN_CALL_TIMEOUT_MAX: Duration = Duration::from_secs(10);
 
+/// The built-in plugins' call deadline, instead of [`PLUGIN_CALL_TIMEOUT`]. They are farmgate's
+/// own code, and a built-in interrupted by a deadline fails open: on a loaded machine, where a
+/// thread can wait more than the 10 ms meant for third-party plugins, that would let internal
+/// names through untranslated. Their deadline only guards against a bug that loops.
+pub const BUILTIN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Linear memory one plugin instance may grow to.
 pub const PLUGIN_MEMORY_LIMIT_MB: u32 = 32;
 
 /// Consecutive failures after which a plugin is disabled (with exponential backoff, until a new
 /// file arrives).
 pub const PLUGIN_FAILURES_BEFORE_DISABLE: u32 = 5;
+
+/// Whether a failing plugin answers 503 instead of being skipped. Off: a plugin fails open and
+/// the chain goes on, ending with the built-in.
+pub const PLUGIN_FAIL_CLOSED: bool = false;
+
+/// Whether a plugin may open network connections and look up names. Off: a plugin reaches only
+/// what the host offers unless the config grants more.
+pub const PLUGIN_NETWORK: bool = false;
 
 /// Member choice when a farm names no `balance`: least current request, ARR's default. Under
 /// cookie affinity new sessions go round robin instead, as TMG spreads them.
@@ -76,17 +105,23 @@ pub const AFFINITY_COOKIE: &str = "farmgate_affinity";
 /// given the same key accepts the others' cookies; without one, a random key is made at start.
 pub const AFFINITY_KEY_ENV: &str = "FARMGATE_AFFINITY_KEY";
 
-/// Status codes a health probe may answer with and count as healthy (ARR's default range).
+/// Status codes a health probe may answer with and count as healthy (ARR's default range). The
+/// host hands every farm's list to the built-in health plugin, whose own copy is only the
+/// fallback for a farm missing from its settings.
 pub const HEALTH_STATUSES: &str = "200-399";
 
 /// A probe answered slower than this counts as unhealthy and raises an alert (TMG: 5000 ms).
+/// The host hands every farm's threshold to the built-in health plugin, whose own copy is only
+/// the fallback for a farm missing from its settings.
 pub const RESPONSE_TIME_THRESHOLD: Duration = Duration::from_millis(5000);
 
 /// Whether a rule translates links (TMG applies link translation to a web publishing rule by
 /// default).
 pub const TRANSLATE_LINKS: bool = true;
 
-/// Media types whose bodies link translation rewrites.
+/// Media types whose bodies link translation rewrites. The host hands every rule's list to the
+/// built-in link-translation plugin, whose own copy is only the fallback for a rule missing from
+/// its settings.
 pub const LINK_CONTENT_TYPES: &[&str] = &[
     "text/html",
     "text/css",
@@ -95,6 +130,38 @@ pub const LINK_CONTENT_TYPES: &[&str] = &[
     "application/json",
     "application/xml",
 ];
+
+/// Response headers link translation rewrites: those that carry URLs or cookie domains. Applied
+/// by the built-in link-translation plugin (the config has no key for it, and the host passes no
+/// list).
+pub const LINK_HEADERS: &[&str] = &["location", "content-location", "refresh", "set-cookie"];
+
+/// URL rewrite rules: whether the regexes ignore case (IIS URL Rewrite's default).
+pub const REWRITE_IGNORE_CASE: bool = true;
+
+/// URL rewrite rules: whether a rewrite or redirect keeps the request's query string (IIS URL
+/// Rewrite's "append query string", on by default).
+pub const REWRITE_APPEND_QUERY: bool = true;
+
+/// URL rewrite rules: whether a matching rule ends the list (IIS's "stop processing of
+/// subsequent rules", off by default).
+pub const REWRITE_STOP: bool = false;
+
+/// URL rewrite rules: the status of a redirect that names none, IIS's "Permanent". Applied by the
+/// built-in router plugin (the host passes only a configured status).
+pub const REWRITE_REDIRECT_STATUS: u16 = 301;
+
+/// URL rewrite rules: the status of a direct response that names none. Applied by the built-in
+/// router plugin.
+pub const REWRITE_RESPOND_STATUS: u16 = 200;
+
+/// URL rewrite rules: the content type of a direct response that names none. Applied by the
+/// built-in router plugin.
+pub const REWRITE_RESPOND_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// The connectivity verifier of a farm that names none: no check. Members are not probed; only
+/// the live traffic test (when on) takes one out of service.
+pub const HEALTH_CHECK: &str = "none";
 
 /// How often a connectivity verifier checks each member (TMG: every 30 s).
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
@@ -109,6 +176,13 @@ pub const HEALTH_UP_AFTER: u32 = 1;
 
 /// HTTP check method.
 pub const HEALTH_METHOD: &str = "GET";
+
+/// Minimum servers (ARR): below this many healthy members, every member that is not removed is
+/// put back in the rotation; 0 turns it off.
+pub const MIN_SERVERS: usize = 0;
+
+/// Minimum servers as a percentage of the farm's members; 0 turns it off.
+pub const MIN_SERVERS_PERCENT: u32 = 0;
 
 /// Live traffic test: the statuses that count as failures (ARR's default list is 500-599).
 pub const LIVE_FAILURE_STATUSES: &str = "500-599";

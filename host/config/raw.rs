@@ -66,8 +66,7 @@ pub struct RawPlugins {
 #[serde(deny_unknown_fields)]
 pub struct RawPluginConfig {
     /// On a plugin failure, answer 503 instead of going on down the chain.
-    #[serde(default)]
-    pub fail_closed: bool,
+    pub fail_closed: Option<bool>,
     /// Handed to the plugin (as JSON) when it is instantiated.
     pub settings: Option<toml::Table>,
     /// Environment variables the plugin sees (none by default).
@@ -77,8 +76,7 @@ pub struct RawPluginConfig {
     #[serde(default)]
     pub read_only_dirs: Vec<Spanned<String>>,
     /// Whether the plugin may open network connections and look up names (no by default).
-    #[serde(default)]
-    pub network: bool,
+    pub network: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,8 +179,8 @@ pub struct RawRule {
     pub paths: Vec<Spanned<String>>,
     pub farm: Spanned<String>,
     pub internal_site_name: Option<Spanned<String>>,
-    #[serde(default)]
-    pub preserve_host: bool,
+    /// Send the client's Host to the members instead of the internal site name.
+    pub preserve_host: Option<bool>,
     /// Router plugins, in order; absent = every router plugin in the watched folder.
     pub router_plugins: Option<Vec<Spanned<String>>>,
     /// Link-translation plugins, in order; absent = every one in the watched folder.

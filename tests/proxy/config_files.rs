@@ -131,6 +131,24 @@ fn the_default_config_states_the_defaults() {
     assert!(r.links.mappings.is_empty() && r.rewrites.is_empty());
 }
 
+/// The access log, rule and health defaults the default config writes out, beside those above.
+#[test]
+fn the_default_config_states_the_access_log_rule_and_health_defaults() {
+    use farmgate::config::defaults as d;
+    let c = farmgate::Config::embedded_default().unwrap();
+    assert_eq!(c.access_log.format, d::ACCESS_LOG_FORMAT);
+    assert_eq!(c.rules[0].preserve_host, d::PRESERVE_HOST);
+    let h = &c.farms[0].health;
+    assert!(matches!(
+        &h.check,
+        farmgate::config::Check::Http { head, .. } if *head == (d::HEALTH_METHOD == "HEAD")
+    ));
+    assert_eq!(
+        (h.min_servers, h.min_servers_percent),
+        (d::MIN_SERVERS, d::MIN_SERVERS_PERCENT)
+    );
+}
+
 fn check(text: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("farmgate.toml");
