@@ -10,14 +10,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use farmgate::translate::{BodyTranslator, Coding, Mappings, Translator};
+use farmgate::translate::{BodyTranslator, Coding, Mappings, MatcherCache, Translator};
 
 const PAGE_SIZE: usize = 1 << 20;
 const CHUNK: usize = 16 * 1024;
 
 /// What a TMG publishing rule typically maps: the internal name in its usual spellings.
 fn mappings() -> Arc<Mappings> {
-    let pairs: Vec<(String, String)> = [
+    Arc::new(Mappings::new(&pairs()).expect("bench mappings"))
+}
+
+fn pairs() -> Vec<(String, String)> {
+    [
         ("http://intranet.contoso.local", "https://www.contoso.com"),
         ("https://intranet.contoso.local", "https://www.contoso.com"),
         (
@@ -28,8 +32,7 @@ fn mappings() -> Arc<Mappings> {
     ]
     .iter()
     .map(|(f, t)| (f.to_string(), t.to_string()))
-    .collect();
-    Arc::new(Mappings::new(&pairs).expect("bench mappings"))
+    .collect()
 }
 
 /// A deterministic, realistic-looking page: paragraphs of prose with about one internal link
@@ -176,5 +179,21 @@ fn link_translation(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, link_translation);
+/// What a response costs before its first byte is translated: building the searcher for its
+/// mapping set (what every response paid before the cache), against finding it in the cache.
+fn per_response_setup(c: &mut Criterion) {
+    let mut group = c.benchmark_group("translate setup");
+    let pairs = pairs();
+    group.bench_function("build searcher", |b| {
+        b.iter(|| Mappings::new(black_box(&pairs)))
+    });
+    let cache = MatcherCache::default();
+    cache.get(&pairs).expect("bench mappings");
+    group.bench_function("cached searcher", |b| {
+        b.iter(|| cache.get(black_box(&pairs)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, link_translation, per_response_setup);
 criterion_main!(benches);

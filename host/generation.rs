@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::farm::Farm;
 use crate::headers;
 use crate::routing::RouteTable;
+use crate::translate::MatcherCache;
 
 /// Everything built from one config: immutable, swapped whole on reload.
 pub struct Generation {
@@ -33,6 +34,8 @@ pub struct Generation {
     pub upstreams: Vec<FarmUpstream>,
     /// Per rule, its `Strict-Transport-Security` value for HTTPS responses.
     pub hsts: Vec<Option<HeaderValue>>,
+    /// Link-translation searchers built so far, by mapping set (a reload starts afresh).
+    pub matchers: MatcherCache,
 }
 
 impl Generation {
@@ -105,6 +108,7 @@ impl Generation {
             builtin_links,
             upstreams,
             hsts,
+            matchers: MatcherCache::default(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! and header values, the way Microsoft TMG's "link translation" does.
 //!
 //! This module owns the byte-level work only: compiling a rule's `from -> to` pairs into one
-//! searcher ([`Mappings`]), translating a body as it streams through in arbitrary chunks
+//! searcher ([`Mappings`]), keeping the searchers built so far for reuse ([`MatcherCache`]: a
+//! searcher is built once per mapping set, not per response), translating a body as it streams through in arbitrary chunks
 //! ([`Translator`]), doing the same under a content coding by decoding, translating and
 //! re-encoding ([`BodyTranslator`]), and rewriting header values ([`translate_header`],
 //! [`weaken_etag`]).
@@ -15,10 +16,12 @@
 //! Matching is case-sensitive, non-overlapping and leftmost-longest. The streaming output is
 //! byte-identical to [`Mappings::translate_all`] of the whole body, whatever the chunking.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::mem;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use aho_corasick::{AhoCorasick, Match, MatchKind, packed};
 use brotli::enc::StandardAlloc;
@@ -44,7 +47,58 @@ const BROTLI_BUFFER: usize = 32 * 1024;
 /// still decodes in a few calls.
 const DECODE_ROOM: usize = 32 * 1024;
 
-/// The compiled mappings for one response (or cached per rule by the caller).
+/// How many mapping sets a [`MatcherCache`] keeps. A rule has one set per public name and scheme
+/// the clients use, so a few suffice; the bound keeps clients that invent Host names (a rule
+/// published under `*`) from growing it without end: when full, it starts over.
+pub const MATCHER_CACHE_CAPACITY: usize = 256;
+
+/// Searchers by their mapping set (`from`, `to` pairs, in the order the plugin gave them).
+type MatcherSets = HashMap<Vec<(String, String)>, Arc<Mappings>>;
+
+/// The searchers built so far, by mapping set, shared by every response and thread. Reads take
+/// no lock (the map is copy-on-write behind arc-swap); building and inserting a new set is rare.
+/// One cache lives as long as one config, so a reload starts a fresh one.
+#[derive(Default)]
+pub struct MatcherCache {
+    sets: ArcSwap<MatcherSets>,
+    /// Serialises inserts, so two builds of one set do not drop each other's entry.
+    insert: Mutex<()>,
+}
+
+impl MatcherCache {
+    /// The searcher for `pairs`, built on first use. `None`: nothing to translate (see
+    /// [`Mappings::new`]).
+    pub fn get(&self, pairs: &[(String, String)]) -> Option<Arc<Mappings>> {
+        if let Some(m) = self.sets.load().get(pairs) {
+            return Some(Arc::clone(m));
+        }
+        let built = Arc::new(Mappings::new(pairs)?);
+        let _guard = self.insert.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.sets.load_full();
+        if let Some(m) = current.get(pairs) {
+            return Some(Arc::clone(m));
+        }
+        let mut next = if current.len() >= MATCHER_CACHE_CAPACITY {
+            HashMap::new()
+        } else {
+            HashMap::clone(&current)
+        };
+        next.insert(pairs.to_vec(), Arc::clone(&built));
+        self.sets.store(Arc::new(next));
+        Some(built)
+    }
+
+    /// How many mapping sets are kept.
+    pub fn len(&self) -> usize {
+        self.sets.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The compiled mappings of one mapping set.
 #[derive(Debug)]
 pub struct Mappings {
     /// One automaton over every `from`, leftmost-longest; pattern ids index `to`.
@@ -869,6 +923,49 @@ mod tests {
             .map(|(f, t)| (f.to_string(), t.to_string()))
             .collect();
         Arc::new(Mappings::new(&pairs).expect("mappings"))
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(f, t)| (f.to_string(), t.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_cache_builds_a_set_once_and_shares_it() {
+        let cache = MatcherCache::default();
+        let a = pairs(&[("http://in", "https://out"), ("//in", "//out")]);
+        let b = pairs(&[("http://in", "http://out:8080")]);
+        let first = cache.get(&a).expect("a set with patterns");
+        let again = cache.get(&a).expect("cached");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the same searcher is handed out"
+        );
+        let other = cache.get(&b).expect("another set");
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!(cache.len(), 2);
+        assert_eq!(
+            other.translate_all(b"x http://in/y"),
+            b"x http://out:8080/y"
+        );
+        // Nothing to translate is not cached.
+        assert!(cache.get(&pairs(&[("", "x")])).is_none());
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn the_cache_starts_over_when_full() {
+        let cache = MatcherCache::default();
+        for i in 0..MATCHER_CACHE_CAPACITY {
+            cache.get(&pairs(&[(&format!("http://in{i}"), "http://out")]));
+        }
+        assert_eq!(cache.len(), MATCHER_CACHE_CAPACITY);
+        let m = cache
+            .get(&pairs(&[("http://new", "http://out")]))
+            .expect("a set");
+        assert_eq!(cache.len(), 1);
+        assert_eq!(m.translate_all(b"http://new"), b"http://out");
     }
 
     /// Leftmost-longest, non-overlapping, first duplicate wins, by brute force.

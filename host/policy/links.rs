@@ -14,12 +14,13 @@ use crate::config::RuleConfig;
 use crate::error::ProxyError;
 use crate::generation::Generation;
 use crate::plugins::{Hook, Plugin, ResponseView, Runtime, Translation, TranslationDecision};
-use crate::translate::{self, BodyTranslator, Coding, Mappings};
+use crate::translate::{self, BodyTranslator, Coding, Mappings, MatcherCache};
 use crate::views::response_view;
 
 /// A rule's link-translation chain.
 pub struct LinksChain<'a> {
     runtime: &'a Runtime,
+    matchers: &'a MatcherCache,
     plugins: Vec<Arc<Plugin>>,
 }
 
@@ -40,7 +41,7 @@ impl<'a> LinksChain<'a> {
     /// The chain of rule `rule`; `None` when no plugin is to be asked.
     pub fn for_rule(
         runtime: &'a Runtime,
-        generation: &Generation,
+        generation: &'a Generation,
         rule: usize,
     ) -> Option<LinksChain<'a>> {
         let mut plugins = runtime.chain(
@@ -50,7 +51,11 @@ impl<'a> LinksChain<'a> {
         if generation.builtin_links[rule] {
             plugins.extend(runtime.builtin(Hook::LinkTranslation));
         }
-        (!plugins.is_empty()).then_some(LinksChain { runtime, plugins })
+        (!plugins.is_empty()).then_some(LinksChain {
+            runtime,
+            matchers: &generation.matchers,
+            plugins,
+        })
     }
 
     /// Asks the chain about a response and applies what it decides; the body streams through
@@ -63,7 +68,14 @@ impl<'a> LinksChain<'a> {
     ) -> Result<ProxyBody, ProxyError> {
         let view = response_view(head.parts, head.rule, head.public_host, head.proto);
         Ok(match self.decide(&view).await? {
-            Some(t) => translate_response(t, head.parts, body, head.head_only, completion),
+            Some(t) => translate_response(
+                t,
+                self.matchers,
+                head.parts,
+                body,
+                head.head_only,
+                completion,
+            ),
             None => ProxyBody::upstream(body, completion),
         })
     }
@@ -91,13 +103,14 @@ impl<'a> LinksChain<'a> {
 /// unknown or stacked content coding, a partial response) pass through untouched.
 fn translate_response(
     t: Translation,
+    matchers: &MatcherCache,
     parts: &mut http::response::Parts,
     body: Incoming,
     head_only: bool,
     completion: Completion,
 ) -> ProxyBody {
     let pairs: Vec<(String, String)> = t.mappings.into_iter().map(|m| (m.from, m.to)).collect();
-    let Some(mappings) = Mappings::new(&pairs) else {
+    let Some(mappings) = matchers.get(&pairs) else {
         return ProxyBody::upstream(body, completion);
     };
     translate_headers(&mappings, &t.headers, &mut parts.headers);
@@ -125,7 +138,7 @@ fn translate_response(
             {
                 parts.headers.insert(header::ETAG, weak);
             }
-            let translator = BodyTranslator::new(coding, Arc::new(mappings));
+            let translator = BodyTranslator::new(coding, mappings);
             ProxyBody::translated(body, translator, completion)
         }
         _ => ProxyBody::upstream(body, completion),
