@@ -63,6 +63,10 @@ pub struct Member {
     admin: AtomicU8,
     /// What the verifiers found: active (healthy), out of service or unable to verify.
     health: AtomicU8,
+    /// How many times the health side went from healthy to a problem (a verifier or the live
+    /// traffic test took the member out). A verifier counts passes toward `up_after` only
+    /// within one take-out, so one taken out by the request path starts its count again.
+    take_outs: AtomicU64,
     /// Why the member is in its state, for logs and the admin API.
     reason: ArcSwap<String>,
     /// The affinity cookie that pins a client to this member.
@@ -156,6 +160,7 @@ impl Member {
             addrs: ArcSwap::from_pointee(Vec::new()),
             admin: AtomicU8::new(MemberState::Active as u8),
             health: AtomicU8::new(MemberState::Active as u8),
+            take_outs: AtomicU64::new(0),
             reason: ArcSwap::from_pointee("in the config".to_string()),
             stats: MemberStats::default(),
             last_probe: ArcSwapOption::empty(),
@@ -204,7 +209,13 @@ impl Member {
 
     /// What the verifiers found: active (healthy), out of service or unable to verify.
     pub fn health_state(&self) -> MemberState {
-        MemberState::from_u8(self.health.load(Ordering::Relaxed))
+        MemberState::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    /// How many times the member was taken out by its health (see [`Member::set_health`]).
+    /// Read after [`Member::health_state`], it counts every take-out that state reflects.
+    pub fn take_outs(&self) -> u64 {
+        self.take_outs.load(Ordering::Acquire)
     }
 
     pub fn reason(&self) -> Arc<String> {
@@ -223,9 +234,7 @@ impl Member {
                 self.health
                     .store(MemberState::Active as u8, Ordering::Relaxed);
             }
-            MemberState::OutOfService | MemberState::UnableToVerify => {
-                self.health.store(s as u8, Ordering::Relaxed)
-            }
+            MemberState::OutOfService | MemberState::UnableToVerify => self.store_health(s),
             MemberState::Draining | MemberState::Removed => {
                 self.admin.store(s as u8, Ordering::Relaxed)
             }
@@ -234,11 +243,20 @@ impl Member {
     }
 
     /// The verifiers' verdict: healthy (`Active`), `OutOfService` or `UnableToVerify`; the
-    /// operator's side is untouched.
+    /// operator's side is untouched. Going from healthy to a problem counts a take-out.
     pub fn set_health(&self, s: MemberState, reason: &str) -> bool {
         let before = self.state();
-        self.health.store(s as u8, Ordering::Relaxed);
+        self.store_health(s);
         self.transitioned(before, reason)
+    }
+
+    /// Stores the health side; a take-out is counted before the state that shows it, so whoever
+    /// sees the state also sees the count.
+    fn store_health(&self, s: MemberState) {
+        if s != MemberState::Active && self.health_state() == MemberState::Active {
+            self.take_outs.fetch_add(1, Ordering::AcqRel);
+        }
+        self.health.store(s as u8, Ordering::Release);
     }
 
     /// The operator's side: `Active` (resume), `Draining` or `Removed`.
@@ -796,6 +814,21 @@ mod tests {
                 names: vec!["m0".into(), "m1".into()]
             }
         );
+    }
+
+    #[test]
+    fn only_going_from_healthy_to_a_problem_is_a_take_out() {
+        let f = farm(1);
+        let m = &f.members()[0];
+        assert_eq!(m.take_outs(), 0);
+        m.set_health(MemberState::OutOfService, "test");
+        m.set_health(MemberState::UnableToVerify, "test");
+        assert_eq!(m.take_outs(), 1, "already out");
+        m.set_admin(MemberState::Draining, "test");
+        m.set_health(MemberState::Active, "test");
+        assert_eq!(m.take_outs(), 1);
+        m.set_state(MemberState::OutOfService);
+        assert_eq!(m.take_outs(), 2);
     }
 
     #[test]

@@ -123,10 +123,14 @@ async fn verify_loop(
 ) {
     let mut fails = 0u32;
     let mut passes = 0u32;
+    // The take-outs the pass count has seen: a take-out since (by the live traffic test on the
+    // request path) starts the count again, so `up_after` guards every return.
+    let mut counted = member.take_outs();
     loop {
         if member.admin_state() == MemberState::Removed {
             return;
         }
+        let probed_from = member.take_outs();
         let outcome = probe(&farm, &member, &settings, &resolver).await;
         member
             .stats
@@ -158,10 +162,19 @@ async fn verify_loop(
                     Err(why) => (false, why.clone()),
                 };
                 record(&member, latency, healthy, detail);
+                // The state first, then the count: a take-out the state shows is counted.
+                let down = member.health_state() != MemberState::Active;
+                let take_outs = member.take_outs();
+                if take_outs != counted {
+                    passes = 0;
+                    counted = take_outs;
+                }
                 if healthy {
                     fails = 0;
-                    passes = passes.saturating_add(1);
-                    let down = member.health_state() != MemberState::Active;
+                    // A probe that began before the latest take-out says nothing after it.
+                    if take_outs == probed_from {
+                        passes = passes.saturating_add(1);
+                    }
                     if down && passes >= settings.up_after {
                         member.clear_live_failures();
                         member.set_health(
@@ -510,8 +523,8 @@ async fn post_json(url: &http::Uri, body: String) -> Result<StatusCode, String> 
 
 /// The live traffic test (ARR): a response with a failure status, a refused connection or a
 /// timeout counts against the member; `live_max_failures` within `live_failover_period` take it
-/// out of service. The explicit verifier brings it back; a farm without one gets the member back
-/// after one failover period.
+/// out of service. The explicit verifier brings it back after `up_after` passed checks, counted
+/// from the take-out; a farm without one gets the member back after one failover period.
 pub fn live_traffic(
     farm: &Arc<Farm>,
     member: &Arc<Member>,
