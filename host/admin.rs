@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::farm::{Farm, Member, MemberState};
+use crate::farm::{FailureKind, Farm, Member, MemberState};
 use crate::health::HealthChecker;
 use crate::plugins::{Hook, Plugin, Runtime};
 use crate::proxy::Proxy;
@@ -477,7 +477,7 @@ impl Admin {
             (
                 "farmgate_member_failures_total",
                 "counter",
-                "Requests to the member that failed (connect, timeout, broken response).",
+                "Requests to the member that failed, of every kind (see farmgate_member_failures_by_kind_total).",
                 |m| m.stats.failures.load(Ordering::Relaxed) as f64,
             ),
             (
@@ -533,6 +533,25 @@ impl Admin {
                         label(&f.name),
                         label(&m.name),
                         get(m)
+                    );
+                }
+            }
+        }
+        let name = "farmgate_member_failures_by_kind_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Requests to the member that failed, by kind: connect, tls (certificate refused), timeout (no response in time), broken (closed or invalid response), status (a live traffic failure status).\n# TYPE {name} counter"
+        );
+        for f in farms.iter() {
+            for m in f.members().iter() {
+                for kind in FailureKind::ALL {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{farm=\"{}\",member=\"{}\",kind=\"{}\"}} {}",
+                        label(&f.name),
+                        label(&m.name),
+                        kind.as_str(),
+                        m.stats.failures_of(kind)
                     );
                 }
             }
@@ -670,6 +689,10 @@ fn member_json(m: &Member) -> Value {
         "in_flight": m.stats.in_flight.load(Ordering::Relaxed),
         "requests": m.stats.requests.load(Ordering::Relaxed),
         "failures": m.stats.failures.load(Ordering::Relaxed),
+        "failures_by_kind": FailureKind::ALL
+            .iter()
+            .map(|k| (k.as_str().to_string(), json!(m.stats.failures_of(*k))))
+            .collect::<serde_json::Map<_, _>>(),
         "bytes": m.stats.bytes.load(Ordering::Relaxed),
         "response_time_ms": m.stats.latency_ewma_us.load(Ordering::Relaxed) as f64 / 1000.0,
         "alerts": m.stats.alerts.load(Ordering::Relaxed),

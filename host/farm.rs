@@ -96,12 +96,52 @@ pub struct ProbeRecord {
     pub detail: String,
 }
 
+/// Why a request failed on a member; each is counted in [`MemberStats`] and judged by the live
+/// traffic test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No connection: refused, unreachable, timed out, or the HTTP handshake failed.
+    Connect,
+    /// HTTPS bridging: the TLS handshake failed, usually because the certificate was refused.
+    Tls,
+    /// No response headers within the response timeout.
+    Timeout,
+    /// The member closed the exchange or sent an invalid response.
+    Broken,
+    /// The member answered with a status the live traffic test counts as a failure.
+    Status,
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 5] = [
+        FailureKind::Connect,
+        FailureKind::Tls,
+        FailureKind::Timeout,
+        FailureKind::Broken,
+        FailureKind::Status,
+    ];
+
+    /// The name in the admin JSON and the `kind` label of the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Connect => "connect",
+            FailureKind::Tls => "tls",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Broken => "broken",
+            FailureKind::Status => "status",
+        }
+    }
+}
+
 /// Live counters of a member.
 #[derive(Debug, Default)]
 pub struct MemberStats {
     pub in_flight: AtomicU32,
     pub requests: AtomicU64,
+    /// Failed requests of every kind (the sum of `failures_by_kind`).
     pub failures: AtomicU64,
+    /// Failed requests by [`FailureKind`], in the order of [`FailureKind::ALL`].
+    failures_by_kind: [AtomicU64; FailureKind::ALL.len()],
     /// Exponentially weighted moving average of time to response headers, in microseconds.
     pub latency_ewma_us: AtomicU64,
     /// Body bytes to and from the member (requests by their Content-Length).
@@ -110,6 +150,19 @@ pub struct MemberStats {
     pub probe_failures: AtomicU64,
     /// Probes slower than the response-time threshold (each raised an alert).
     pub alerts: AtomicU64,
+}
+
+impl MemberStats {
+    /// Counts one failed request of `kind`.
+    pub fn count_failure(&self, kind: FailureKind) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.failures_by_kind[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed requests of `kind` so far.
+    pub fn failures_of(&self, kind: FailureKind) -> u64 {
+        self.failures_by_kind[kind as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// How a member is given to [`Member::new`].
@@ -814,6 +867,22 @@ mod tests {
                 names: vec!["m0".into(), "m1".into()]
             }
         );
+    }
+
+    #[test]
+    fn failures_are_counted_by_kind_and_in_total() {
+        for (i, k) in FailureKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{}", k.as_str());
+        }
+        let f = farm(1);
+        let stats = &f.members()[0].stats;
+        stats.count_failure(FailureKind::Status);
+        stats.count_failure(FailureKind::Status);
+        stats.count_failure(FailureKind::Tls);
+        assert_eq!(stats.failures.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.failures_of(FailureKind::Status), 2);
+        assert_eq!(stats.failures_of(FailureKind::Tls), 1);
+        assert_eq!(stats.failures_of(FailureKind::Connect), 0);
     }
 
     #[test]
