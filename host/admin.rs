@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::{FarmConfig, defaults};
 use crate::farm::{FailureKind, Farm, Member, MemberState};
 use crate::health::HealthChecker;
 use crate::plugins::{Hook, Plugin, Runtime};
@@ -234,7 +235,7 @@ impl Admin {
         let members: Vec<Value> = farm.members().iter().map(|m| member_json(m)).collect();
         json!({
             "name": farm.name,
-            "balance": config.and_then(|c| c.balance.clone()),
+            "balance": config.map(balance_in_use),
             "affinity": config.map(|c| c.affinity_mode.clone()),
             "panic": farm.in_panic(),
             "members": members,
@@ -671,6 +672,18 @@ impl Admin {
             self.proxy.access_log_dropped()
         );
         out
+    }
+}
+
+/// The algorithm the built-in balance plugin uses for a farm: the configured one, else the
+/// default, least current request, which under cookie affinity gives way to round robin for
+/// new sessions (as TMG spreads them). Under client-ip affinity the client's address picks the
+/// member (the `affinity` field says so), and a retry always goes to the least busy member.
+fn balance_in_use(c: &FarmConfig) -> &str {
+    match (&c.balance, c.affinity_mode.as_str()) {
+        (Some(b), _) => b,
+        (None, "cookie") => "round-robin",
+        (None, _) => defaults::BALANCE,
     }
 }
 

@@ -450,3 +450,40 @@ async fn live_traffic_failures_and_refused_connections_count_as_member_failures(
         c_refused as f64
     );
 }
+
+#[tokio::test]
+async fn farm_json_names_the_balance_in_use() {
+    let a = Backend::start("a").await;
+    let cases = [
+        ("farm", "", "least-current-request"),
+        ("by-ip", "affinity = \"client-ip\"", "least-current-request"),
+        ("by-cookie", "affinity = \"cookie\"", "round-robin"),
+        (
+            "chosen",
+            "balance = \"random\"\naffinity = \"cookie\"",
+            "random",
+        ),
+    ];
+    let mut config = simple_config(&[&a], "", "");
+    for (name, extra, _) in &cases[1..] {
+        config.push_str(&format!(
+            "[[farms]]\nname = \"{name}\"\nmembers = [{{ name = \"a\", host = \"127.0.0.1\", port = {} }}]\n{extra}\n",
+            a.port()
+        ));
+    }
+    config.push_str("[admin]\nbind = \"127.0.0.1:0\"\n");
+    let proxy = Proxy::start(&config).await;
+    let admin = AdminClient::of(&proxy);
+    let (status, farms) = admin.json("GET", "/api/farms", None).await;
+    assert_eq!(status, 200);
+    for (name, extra, want) in cases {
+        let (status, farm) = admin.json("GET", &format!("/api/farms/{name}"), None).await;
+        assert_eq!(status, 200);
+        assert_eq!(farm["balance"], want, "{extra:?}: {farm}");
+        let listed = farms["farms"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["name"] == name))
+            .unwrap_or_else(|| panic!("{name} in {farms}"));
+        assert_eq!(listed["balance"], want, "{extra:?}: {listed}");
+    }
+}
