@@ -23,7 +23,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::farm::{Farm, Member, MemberState};
+use crate::config::{FarmConfig, defaults};
+use crate::farm::{FailureKind, Farm, Member, MemberState};
 use crate::health::HealthChecker;
 use crate::plugins::{Hook, Plugin, Runtime};
 use crate::proxy::Proxy;
@@ -234,7 +235,7 @@ impl Admin {
         let members: Vec<Value> = farm.members().iter().map(|m| member_json(m)).collect();
         json!({
             "name": farm.name,
-            "balance": config.and_then(|c| c.balance.clone()),
+            "balance": config.map(balance_in_use),
             "affinity": config.map(|c| c.affinity_mode.clone()),
             "panic": farm.in_panic(),
             "members": members,
@@ -477,7 +478,7 @@ impl Admin {
             (
                 "farmgate_member_failures_total",
                 "counter",
-                "Requests to the member that failed (connect, timeout, broken response).",
+                "Requests to the member that failed, of every kind (see farmgate_member_failures_by_kind_total).",
                 |m| m.stats.failures.load(Ordering::Relaxed) as f64,
             ),
             (
@@ -533,6 +534,25 @@ impl Admin {
                         label(&f.name),
                         label(&m.name),
                         get(m)
+                    );
+                }
+            }
+        }
+        let name = "farmgate_member_failures_by_kind_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Requests to the member that failed, by kind: connect, tls (certificate refused), timeout (no response in time), broken (closed or invalid response), status (a live traffic failure status).\n# TYPE {name} counter"
+        );
+        for f in farms.iter() {
+            for m in f.members().iter() {
+                for kind in FailureKind::ALL {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{farm=\"{}\",member=\"{}\",kind=\"{}\"}} {}",
+                        label(&f.name),
+                        label(&m.name),
+                        kind.as_str(),
+                        m.stats.failures_of(kind)
                     );
                 }
             }
@@ -655,6 +675,18 @@ impl Admin {
     }
 }
 
+/// The algorithm the built-in balance plugin uses for a farm: the configured one, else the
+/// default, least current request, which under cookie affinity gives way to round robin for
+/// new sessions (as TMG spreads them). Under client-ip affinity the client's address picks the
+/// member (the `affinity` field says so), and a retry always goes to the least busy member.
+fn balance_in_use(c: &FarmConfig) -> &str {
+    match (&c.balance, c.affinity_mode.as_str()) {
+        (Some(b), _) => b,
+        (None, "cookie") => "round-robin",
+        (None, _) => defaults::BALANCE,
+    }
+}
+
 fn member_json(m: &Member) -> Value {
     let probe = m.last_probe.load();
     json!({
@@ -670,6 +702,10 @@ fn member_json(m: &Member) -> Value {
         "in_flight": m.stats.in_flight.load(Ordering::Relaxed),
         "requests": m.stats.requests.load(Ordering::Relaxed),
         "failures": m.stats.failures.load(Ordering::Relaxed),
+        "failures_by_kind": FailureKind::ALL
+            .iter()
+            .map(|k| (k.as_str().to_string(), json!(m.stats.failures_of(*k))))
+            .collect::<serde_json::Map<_, _>>(),
         "bytes": m.stats.bytes.load(Ordering::Relaxed),
         "response_time_ms": m.stats.latency_ewma_us.load(Ordering::Relaxed) as f64 / 1000.0,
         "alerts": m.stats.alerts.load(Ordering::Relaxed),

@@ -2,16 +2,17 @@
 //!
 //! Each variant says where the failure came from (the client, the config, the farm, the member)
 //! and maps to exactly one status; it also says whether the request may be tried again on another
-//! member ([`ProxyError::retry`]) and whether the member is to blame for it. Bodies are short plain text; they name the farm and the reason
-//! for a 503 (TMG's lesson: never a bare 500), but never a member's address, which stays in the
-//! log.
+//! member ([`ProxyError::retry`]) and, when the member is to blame, which kind of failure it was
+//! ([`ProxyError::member_failure`]). Bodies are short plain text; they name the farm and the
+//! reason for a 503 (TMG's lesson: never a bare 500), but never a member's address, which stays
+//! in the log.
 
 use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::ProxyBody;
-use crate::farm::Unavailable;
+use crate::farm::{FailureKind, Unavailable};
 use crate::upstream::{ClientFault, ConnectError, client_fault};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,15 +93,23 @@ impl ProxyError {
         }
     }
 
-    /// Whether the member is to blame: counted as its failure and judged by the live traffic
-    /// test.
-    pub fn blames_member(&self) -> bool {
-        matches!(
-            self,
-            ProxyError::Connect { .. }
-                | ProxyError::Upstream { .. }
-                | ProxyError::ResponseTimeout { .. }
-        )
+    /// When the member is to blame, the kind of its failure: counted as its failure and judged
+    /// by the live traffic test.
+    pub fn member_failure(&self) -> Option<FailureKind> {
+        match self {
+            ProxyError::Connect {
+                source: ConnectError::Tls(_),
+                ..
+            } => Some(FailureKind::Tls),
+            ProxyError::Connect { .. } => Some(FailureKind::Connect),
+            ProxyError::Upstream { .. } => Some(FailureKind::Broken),
+            ProxyError::ResponseTimeout { .. } => Some(FailureKind::Timeout),
+            ProxyError::BadRequest(_)
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::NoRule { .. }
+            | ProxyError::NoMember { .. }
+            | ProxyError::Plugin(_) => None,
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -193,18 +202,18 @@ mod tests {
             },
         };
         assert_eq!(connect.retry(), Retry::Unsent);
-        assert!(connect.blames_member());
+        assert_eq!(connect.member_failure(), Some(FailureKind::Connect));
         let timeout = ProxyError::ResponseTimeout {
             farm: "web".into(),
             member: "m".into(),
             timeout: Duration::from_secs(1),
         };
         assert_eq!(timeout.retry(), Retry::Never);
-        assert!(timeout.blames_member());
+        assert_eq!(timeout.member_failure(), Some(FailureKind::Timeout));
         let client = ProxyError::BodyTooLarge { limit: 1 };
         assert_eq!(client.retry(), Retry::Never);
-        assert!(!client.blames_member());
-        assert!(!ProxyError::BadRequest("x").blames_member());
+        assert_eq!(client.member_failure(), None);
+        assert_eq!(ProxyError::BadRequest("x").member_failure(), None);
     }
 
     #[test]

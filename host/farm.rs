@@ -63,6 +63,10 @@ pub struct Member {
     admin: AtomicU8,
     /// What the verifiers found: active (healthy), out of service or unable to verify.
     health: AtomicU8,
+    /// How many times the health side went from healthy to a problem (a verifier or the live
+    /// traffic test took the member out). A verifier counts passes toward `up_after` only
+    /// within one take-out, so one taken out by the request path starts its count again.
+    take_outs: AtomicU64,
     /// Why the member is in its state, for logs and the admin API.
     reason: ArcSwap<String>,
     /// The affinity cookie that pins a client to this member.
@@ -92,12 +96,52 @@ pub struct ProbeRecord {
     pub detail: String,
 }
 
+/// Why a request failed on a member; each is counted in [`MemberStats`] and judged by the live
+/// traffic test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No connection: refused, unreachable, timed out, or the HTTP handshake failed.
+    Connect,
+    /// HTTPS bridging: the TLS handshake failed, usually because the certificate was refused.
+    Tls,
+    /// No response headers within the response timeout.
+    Timeout,
+    /// The member closed the exchange or sent an invalid response.
+    Broken,
+    /// The member answered with a status the live traffic test counts as a failure.
+    Status,
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 5] = [
+        FailureKind::Connect,
+        FailureKind::Tls,
+        FailureKind::Timeout,
+        FailureKind::Broken,
+        FailureKind::Status,
+    ];
+
+    /// The name in the admin JSON and the `kind` label of the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Connect => "connect",
+            FailureKind::Tls => "tls",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Broken => "broken",
+            FailureKind::Status => "status",
+        }
+    }
+}
+
 /// Live counters of a member.
 #[derive(Debug, Default)]
 pub struct MemberStats {
     pub in_flight: AtomicU32,
     pub requests: AtomicU64,
+    /// Failed requests of every kind (the sum of `failures_by_kind`).
     pub failures: AtomicU64,
+    /// Failed requests by [`FailureKind`], in the order of [`FailureKind::ALL`].
+    failures_by_kind: [AtomicU64; FailureKind::ALL.len()],
     /// Exponentially weighted moving average of time to response headers, in microseconds.
     pub latency_ewma_us: AtomicU64,
     /// Body bytes to and from the member (requests by their Content-Length).
@@ -106,6 +150,19 @@ pub struct MemberStats {
     pub probe_failures: AtomicU64,
     /// Probes slower than the response-time threshold (each raised an alert).
     pub alerts: AtomicU64,
+}
+
+impl MemberStats {
+    /// Counts one failed request of `kind`.
+    pub fn count_failure(&self, kind: FailureKind) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.failures_by_kind[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed requests of `kind` so far.
+    pub fn failures_of(&self, kind: FailureKind) -> u64 {
+        self.failures_by_kind[kind as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// How a member is given to [`Member::new`].
@@ -156,6 +213,7 @@ impl Member {
             addrs: ArcSwap::from_pointee(Vec::new()),
             admin: AtomicU8::new(MemberState::Active as u8),
             health: AtomicU8::new(MemberState::Active as u8),
+            take_outs: AtomicU64::new(0),
             reason: ArcSwap::from_pointee("in the config".to_string()),
             stats: MemberStats::default(),
             last_probe: ArcSwapOption::empty(),
@@ -204,7 +262,13 @@ impl Member {
 
     /// What the verifiers found: active (healthy), out of service or unable to verify.
     pub fn health_state(&self) -> MemberState {
-        MemberState::from_u8(self.health.load(Ordering::Relaxed))
+        MemberState::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    /// How many times the member was taken out by its health (see [`Member::set_health`]).
+    /// Read after [`Member::health_state`], it counts every take-out that state reflects.
+    pub fn take_outs(&self) -> u64 {
+        self.take_outs.load(Ordering::Acquire)
     }
 
     pub fn reason(&self) -> Arc<String> {
@@ -223,9 +287,7 @@ impl Member {
                 self.health
                     .store(MemberState::Active as u8, Ordering::Relaxed);
             }
-            MemberState::OutOfService | MemberState::UnableToVerify => {
-                self.health.store(s as u8, Ordering::Relaxed)
-            }
+            MemberState::OutOfService | MemberState::UnableToVerify => self.store_health(s),
             MemberState::Draining | MemberState::Removed => {
                 self.admin.store(s as u8, Ordering::Relaxed)
             }
@@ -234,11 +296,20 @@ impl Member {
     }
 
     /// The verifiers' verdict: healthy (`Active`), `OutOfService` or `UnableToVerify`; the
-    /// operator's side is untouched.
+    /// operator's side is untouched. Going from healthy to a problem counts a take-out.
     pub fn set_health(&self, s: MemberState, reason: &str) -> bool {
         let before = self.state();
-        self.health.store(s as u8, Ordering::Relaxed);
+        self.store_health(s);
         self.transitioned(before, reason)
+    }
+
+    /// Stores the health side; a take-out is counted before the state that shows it, so whoever
+    /// sees the state also sees the count.
+    fn store_health(&self, s: MemberState) {
+        if s != MemberState::Active && self.health_state() == MemberState::Active {
+            self.take_outs.fetch_add(1, Ordering::AcqRel);
+        }
+        self.health.store(s as u8, Ordering::Release);
     }
 
     /// The operator's side: `Active` (resume), `Draining` or `Removed`.
@@ -796,6 +867,37 @@ mod tests {
                 names: vec!["m0".into(), "m1".into()]
             }
         );
+    }
+
+    #[test]
+    fn failures_are_counted_by_kind_and_in_total() {
+        for (i, k) in FailureKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{}", k.as_str());
+        }
+        let f = farm(1);
+        let stats = &f.members()[0].stats;
+        stats.count_failure(FailureKind::Status);
+        stats.count_failure(FailureKind::Status);
+        stats.count_failure(FailureKind::Tls);
+        assert_eq!(stats.failures.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.failures_of(FailureKind::Status), 2);
+        assert_eq!(stats.failures_of(FailureKind::Tls), 1);
+        assert_eq!(stats.failures_of(FailureKind::Connect), 0);
+    }
+
+    #[test]
+    fn only_going_from_healthy_to_a_problem_is_a_take_out() {
+        let f = farm(1);
+        let m = &f.members()[0];
+        assert_eq!(m.take_outs(), 0);
+        m.set_health(MemberState::OutOfService, "test");
+        m.set_health(MemberState::UnableToVerify, "test");
+        assert_eq!(m.take_outs(), 1, "already out");
+        m.set_admin(MemberState::Draining, "test");
+        m.set_health(MemberState::Active, "test");
+        assert_eq!(m.take_outs(), 1);
+        m.set_state(MemberState::OutOfService);
+        assert_eq!(m.take_outs(), 2);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
 
 use crate::config::{Binding, Check, Config, FarmConfig, HealthSettings, defaults};
-use crate::farm::{Farm, Member, MemberState, ProbeRecord};
+use crate::farm::{FailureKind, Farm, Member, MemberState, ProbeRecord};
 use crate::plugins::{HealthVerdict, Hook, ProbeResult, Runtime};
 use crate::resolve::Resolver;
 
@@ -123,10 +123,14 @@ async fn verify_loop(
 ) {
     let mut fails = 0u32;
     let mut passes = 0u32;
+    // The take-outs the pass count has seen: a take-out since (by the live traffic test on the
+    // request path) starts the count again, so `up_after` guards every return.
+    let mut counted = member.take_outs();
     loop {
         if member.admin_state() == MemberState::Removed {
             return;
         }
+        let probed_from = member.take_outs();
         let outcome = probe(&farm, &member, &settings, &resolver).await;
         member
             .stats
@@ -158,10 +162,19 @@ async fn verify_loop(
                     Err(why) => (false, why.clone()),
                 };
                 record(&member, latency, healthy, detail);
+                // The state first, then the count: a take-out the state shows is counted.
+                let down = member.health_state() != MemberState::Active;
+                let take_outs = member.take_outs();
+                if take_outs != counted {
+                    passes = 0;
+                    counted = take_outs;
+                }
                 if healthy {
                     fails = 0;
-                    passes = passes.saturating_add(1);
-                    let down = member.health_state() != MemberState::Active;
+                    // A probe that began before the latest take-out says nothing after it.
+                    if take_outs == probed_from {
+                        passes = passes.saturating_add(1);
+                    }
                     if down && passes >= settings.up_after {
                         member.clear_live_failures();
                         member.set_health(
@@ -508,29 +521,26 @@ async fn post_json(url: &http::Uri, body: String) -> Result<StatusCode, String> 
     resp.map(|r| r.status())
 }
 
-/// The live traffic test (ARR): a response with a failure status, a refused connection or a
-/// timeout counts against the member; `live_max_failures` within `live_failover_period` take it
-/// out of service. The explicit verifier brings it back; a farm without one gets the member back
-/// after one failover period.
+/// The live traffic test (ARR) on one request's `outcome`: a member's answer, or the kind of
+/// failure that left it without one (refused connection, refused certificate, timeout, broken
+/// response). Every failure, and while the test is on (`live_max_failures` above 0) every
+/// answer with one of `live_failure_statuses`, is counted as the member's failure by kind;
+/// `live_max_failures` of them within `live_failover_period` take an active member out of
+/// service. The explicit verifier brings it back after `up_after` passed checks, counted from
+/// the take-out; a farm without one gets the member back after one failover period.
 pub fn live_traffic(
     farm: &Arc<Farm>,
     member: &Arc<Member>,
     s: &HealthSettings,
-    status: Option<StatusCode>,
+    outcome: Result<StatusCode, FailureKind>,
 ) {
-    if s.live_max_failures == 0 {
-        return;
-    }
-    let failed = match status {
-        None => true,
-        Some(st) => {
-            let code = st.as_u16();
-            s.live_failure_statuses
-                .iter()
-                .any(|(lo, hi)| (*lo..=*hi).contains(&code))
-        }
+    let kind = match outcome {
+        Err(kind) => kind,
+        Ok(status) if s.live_max_failures > 0 && failure_status(s, status) => FailureKind::Status,
+        Ok(_) => return,
     };
-    if !failed || member.health_state() != MemberState::Active {
+    member.stats.count_failure(kind);
+    if s.live_max_failures == 0 || member.health_state() != MemberState::Active {
         return;
     }
     let n = member.live_failure(s.live_failover_period);
@@ -561,6 +571,14 @@ pub fn live_traffic(
             });
         }
     }
+}
+
+/// Whether the live traffic test counts `status` as a failure.
+fn failure_status(s: &HealthSettings, status: StatusCode) -> bool {
+    let code = status.as_u16();
+    s.live_failure_statuses
+        .iter()
+        .any(|(lo, hi)| (*lo..=*hi).contains(&code))
 }
 
 /// Whether every verifier `config` asks for can run here (ping needs unprivileged ICMP).

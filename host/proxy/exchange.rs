@@ -16,7 +16,7 @@ use crate::access_log::AccessRecord;
 use crate::body::ProxyBody;
 use crate::config::RuleConfig;
 use crate::error::ProxyError;
-use crate::farm::{Farm, Member};
+use crate::farm::{FailureKind, Farm, Member};
 use crate::generation::{ConnInfo, Generation};
 use crate::headers::{self, Forwarding};
 use crate::plugins::RequestView;
@@ -230,19 +230,15 @@ impl<'a> Exchange<'a> {
         Response::from_parts(parts, ProxyBody::empty())
     }
 
-    /// A member failed the exchange without a response: counted, and judged by the live
-    /// traffic test.
-    pub(super) fn member_failed(&self, member: &Arc<Member>) {
-        member
-            .stats
-            .failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.live_traffic(member, None);
-    }
-
-    pub(super) fn live_traffic(&self, member: &Arc<Member>, status: Option<StatusCode>) {
+    /// The live traffic test on a member's answer (`Ok`) or on its failure without one (`Err`,
+    /// the kind of failure): failures are counted, and enough of them take the member out.
+    pub(super) fn live_traffic(
+        &self,
+        member: &Arc<Member>,
+        outcome: Result<StatusCode, FailureKind>,
+    ) {
         let settings = &self.generation.config.farms[self.farm_index()].health;
-        crate::health::live_traffic(self.farm(), member, settings, status);
+        crate::health::live_traffic(self.farm(), member, settings, outcome);
     }
 
     /// Phase 8, finish: a failure becomes its response; Via and HSTS go on as the response's

@@ -240,8 +240,8 @@ impl Proxy {
                 }
                 Err(failed) => failed,
             };
-            if failed.error.blames_member() {
-                ex.member_failed(&member);
+            if let Some(kind) = failed.error.member_failure() {
+                ex.live_traffic(&member, Err(kind));
             }
             tried.insert(chosen.index);
             let next = match failed.error.retry() {
@@ -378,7 +378,7 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         answered.chosen.pin(&mut parts.headers, ex.conn.proto);
-        ex.live_traffic(&answered.chosen.member, Some(parts.status));
+        ex.live_traffic(&answered.chosen.member, Ok(parts.status));
         ex.origin = Origin::Member;
         let completion = Completion {
             pooled: Some(answered.pooled),

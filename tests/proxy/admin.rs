@@ -361,3 +361,129 @@ async fn the_dashboard_page_is_self_contained() {
         assert!(!page.contains(needle), "{needle}");
     }
 }
+
+/// The value of one sample of a Prometheus text exposition, by metric name and labels.
+fn sample(text: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("parses");
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+#[tokio::test]
+async fn live_traffic_failures_and_refused_connections_count_as_member_failures() {
+    let a = Backend::start("a").await;
+    let closed = closed_port().await;
+    let config = admin_config(
+        &[&a],
+        // No verifier: nothing but requests judges c, so requests keep reaching it.
+        "health = { check = \"none\", live_max_failures = 3, live_failure_statuses = \"500-599\", live_failover_period = \"1m\" }",
+        "bind = \"127.0.0.1:0\"",
+    )
+    .replace(
+        "members = [",
+        &format!("members = [{{ name = \"c\", host = \"127.0.0.1\", port = {closed} }}, "),
+    );
+    let proxy = Proxy::start(&config).await;
+    let admin = AdminClient::of(&proxy);
+    let mut client = Client::connect(proxy.addr).await;
+    // c refuses every connection, so each of these ends on a, which answers 500.
+    for _ in 0..3 {
+        let r = client.get("www.example.com", "/status?code=500").await;
+        assert_eq!(r.status, 500);
+    }
+    let r = client.get("www.example.com", "/").await;
+    assert_eq!(r.status, 503, "a is out and c refuses: {}", r.text());
+
+    let (status, farm) = admin.json("GET", "/api/farms/farm", None).await;
+    assert_eq!(status, 200);
+    let a_json = member(&farm, "a");
+    assert_eq!(a_json["state"], "out-of-service", "{a_json}");
+    assert!(
+        a_json["reason"]
+            .as_str()
+            .unwrap()
+            .contains("3 failures of live traffic"),
+        "{a_json}"
+    );
+    assert_eq!(a_json["failures"], 3, "{a_json}");
+    assert_eq!(a_json["failures_by_kind"]["status"], 3, "{a_json}");
+    assert_eq!(a_json["failures_by_kind"]["connect"], 0, "{a_json}");
+    let c_json = member(&farm, "c");
+    let c_refused = c_json["failures_by_kind"]["connect"].as_u64().unwrap_or(0);
+    assert!(c_refused >= 1, "{c_json}");
+    assert_eq!(c_json["failures"], c_refused, "{c_json}");
+    assert_eq!(c_json["failures_by_kind"]["status"], 0, "{c_json}");
+
+    let text = admin.call("GET", "/metrics", None).await.text();
+    let of = |metric: &str, labels: &[(&str, &str)]| {
+        sample(&text, metric, labels).unwrap_or_else(|| panic!("{metric} {labels:?} in\n{text}"))
+    };
+    assert_eq!(
+        of("farmgate_member_failures_total", &[("member", "a")]),
+        3.0
+    );
+    assert_eq!(
+        of("farmgate_member_failures_total", &[("member", "c")]),
+        c_refused as f64
+    );
+    assert_eq!(
+        of(
+            "farmgate_member_failures_by_kind_total",
+            &[("member", "a"), ("kind", "status")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        of(
+            "farmgate_member_failures_by_kind_total",
+            &[("member", "c"), ("kind", "connect")]
+        ),
+        c_refused as f64
+    );
+}
+
+#[tokio::test]
+async fn farm_json_names_the_balance_in_use() {
+    let a = Backend::start("a").await;
+    let cases = [
+        ("farm", "", "least-current-request"),
+        ("by-ip", "affinity = \"client-ip\"", "least-current-request"),
+        ("by-cookie", "affinity = \"cookie\"", "round-robin"),
+        (
+            "chosen",
+            "balance = \"random\"\naffinity = \"cookie\"",
+            "random",
+        ),
+    ];
+    let mut config = simple_config(&[&a], "", "");
+    for (name, extra, _) in &cases[1..] {
+        config.push_str(&format!(
+            "[[farms]]\nname = \"{name}\"\nmembers = [{{ name = \"a\", host = \"127.0.0.1\", port = {} }}]\n{extra}\n",
+            a.port()
+        ));
+    }
+    config.push_str("[admin]\nbind = \"127.0.0.1:0\"\n");
+    let proxy = Proxy::start(&config).await;
+    let admin = AdminClient::of(&proxy);
+    let (status, farms) = admin.json("GET", "/api/farms", None).await;
+    assert_eq!(status, 200);
+    for (name, extra, want) in cases {
+        let (status, farm) = admin.json("GET", &format!("/api/farms/{name}"), None).await;
+        assert_eq!(status, 200);
+        assert_eq!(farm["balance"], want, "{extra:?}: {farm}");
+        let listed = farms["farms"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["name"] == name))
+            .unwrap_or_else(|| panic!("{name} in {farms}"));
+        assert_eq!(listed["balance"], want, "{extra:?}: {listed}");
+    }
+}

@@ -313,3 +313,50 @@ async fn a_slow_member_raises_an_alert_with_a_webhook() {
     .await;
     assert!(member.reason().contains("threshold"), "{}", member.reason());
 }
+
+#[tokio::test]
+async fn a_live_traffic_take_out_restarts_the_count_of_passes() {
+    let a = Backend::start("a").await;
+    let proxy = Proxy::start(&health_config(
+        &[&a],
+        &format!(
+            "{FAST_HTTP}\nup_after = 3\nlive_max_failures = 3\nlive_failure_statuses = \"500-599\"\nlive_failover_period = \"1m\""
+        ),
+    ))
+    .await;
+    let member = proxy.farm("farm").member("a").unwrap();
+    let probes = || {
+        member
+            .stats
+            .probes
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    // The status page answers 200 all along, so passes pile up beyond up_after first.
+    eventually("five probes have passed", || probes() >= 5).await;
+    let mut client = Client::connect(proxy.addr).await;
+    for _ in 0..3 {
+        let r = client.get("www.example.com", "/status?code=500").await;
+        assert_eq!(r.status, 500);
+    }
+    assert_eq!(member.state(), MemberState::OutOfService);
+    assert!(
+        member.reason().contains("3 failures of live traffic"),
+        "{}",
+        member.reason()
+    );
+    let taken_out_at = probes();
+    eventually("the verifier brings a back", || {
+        member.state() == MemberState::Active
+    })
+    .await;
+    assert!(
+        member.reason().contains("passed 3 check(s) in a row"),
+        "only passes after the take-out count: {}",
+        member.reason()
+    );
+    assert!(
+        probes() >= taken_out_at + 3,
+        "back after {} probe(s); up_after is 3",
+        probes() - taken_out_at
+    );
+}

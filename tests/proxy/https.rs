@@ -386,6 +386,64 @@ async fn bridging_checks_the_member_certificate_by_member_name_or_internal_site_
 }
 
 #[tokio::test]
+async fn the_access_log_names_the_member_of_a_failed_bridge() {
+    let ca = Ca::new("Farm CA");
+    let stranger_ca = Ca::new("Unknown CA");
+    let files = Files::new();
+    let ca_file = files.write("ca.pem", &ca.cert_pem).display().to_string();
+    let unknown = Backend::start_tls(
+        "web3",
+        backend_acceptor(&stranger_ca.issue(&["web3.internal"])),
+    )
+    .await;
+    let closed = closed_port().await;
+    let log = files.write("access.log", "");
+    let config = bridging_config(
+        &ca_file,
+        "\"web3.internal\" = \"127.0.0.1\"",
+        &[
+            (
+                "unknown-ca",
+                &format!("web3.internal:{}", unknown.port()),
+                "member-name",
+                "",
+            ),
+            ("refused", &format!("127.0.0.1:{closed}"), "member-name", ""),
+        ],
+    )
+    .replace(
+        "format = \"off\"",
+        &format!("format = \"json\"\npath = \"{}\"", log.display()),
+    );
+    let proxy = Proxy::start(&config).await;
+    let mut client = Client::connect(proxy.addr).await;
+    let a = client.get("unknown-ca.test", "/cert").await;
+    assert_eq!(a.status, 502, "{}", a.text());
+    let a = client.get("refused.test", "/closed").await;
+    assert_eq!(a.status, 502, "{}", a.text());
+
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("two access log lines", || read().lines().count() == 2).await;
+    let lines: Vec<serde_json::Value> = read()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    for (target, farm) in [("/cert", "unknown-ca"), ("/closed", "refused")] {
+        let line = lines
+            .iter()
+            .find(|l| l["target"] == target)
+            .unwrap_or_else(|| panic!("no line for {target}: {lines:?}"));
+        assert_eq!(line["status"], 502, "{line}");
+        assert_eq!(line["farm"], farm, "{line}");
+        assert_eq!(
+            line["member"],
+            format!("{farm}-member"),
+            "the member tried last: {line}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_tls_identity_is_part_of_the_pool_key() {
     let ca = Ca::new("Farm CA");
     let files = Files::new();
