@@ -16,7 +16,8 @@ use crate::config::PluginConfig;
 /// The `farmgate:plugin` package version this host speaks. Components built against another
 /// minor version (for 0.x) are refused with a message naming both.
 pub const CONTRACT_PACKAGE: &str = "farmgate:plugin";
-pub const CONTRACT_VERSION: &str = "0.2.0";
+/// Read by the build script from the `package` line of `sdk/wit/farmgate.wit`.
+pub const CONTRACT_VERSION: &str = env!("FARMGATE_CONTRACT_VERSION");
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -218,5 +219,15 @@ mod tests {
         assert_eq!(minor_of("0.1.7"), "0.1");
         assert_ne!(minor_of("0.2.0"), "0.1");
         assert_eq!(minor_of("1.4.0"), "1");
+    }
+
+    #[test]
+    fn the_contract_version_is_the_one_the_wit_file_declares() {
+        let wit = include_str!("../../sdk/wit/farmgate.wit");
+        let package = format!("package {CONTRACT_PACKAGE}@{CONTRACT_VERSION};");
+        assert!(
+            wit.lines().any(|l| l.trim() == package),
+            "sdk/wit/farmgate.wit has no `{package}` line"
+        );
     }
 }
