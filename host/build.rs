@@ -2,6 +2,10 @@
 //! workspaces of their own) for `wasm32-wasip2`, once per build, into OUT_DIR with their own
 //! target directory, and tells the crate where they are: `FARMGATE_GUEST_DIR` names the directory
 //! holding `<crate_name>.wasm` for each guest. The built-ins are embedded from there.
+//!
+//! It also reads the contract version from the `package farmgate:plugin@X.Y.Z;` line of
+//! `sdk/wit/farmgate.wit`, the one place it is written, and hands it to the crate as
+//! `FARMGATE_CONTRACT_VERSION` (the value of `plugins::CONTRACT_VERSION`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +18,8 @@ fn main() {
     let guest_dir = target_dir.join("wasm32-wasip2").join("release");
     println!("cargo:rustc-env=FARMGATE_GUEST_DIR={}", guest_dir.display());
     println!("cargo:rerun-if-changed=host/build.rs");
+    let version = contract_version(&root.join("sdk").join("wit").join("farmgate.wit"));
+    println!("cargo:rustc-env=FARMGATE_CONTRACT_VERSION={version}");
     watch(&root.join("sdk"));
     std::fs::create_dir_all(&guest_dir).expect("create guest dir");
     // The built-in and test plugins, then the examples: two workspaces, one target directory,
@@ -27,6 +33,23 @@ fn main() {
         watch(&dir);
         build_guests(&manifest, &target_dir, workspace);
     }
+}
+
+/// The version on the `package name@version;` line of the WIT file, which cargo is told to watch.
+fn contract_version(wit: &Path) -> String {
+    println!("cargo:rerun-if-changed={}", wit.display());
+    let text = std::fs::read_to_string(wit)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", wit.display()));
+    text.lines()
+        .find_map(|line| {
+            let (_, version) = line
+                .trim()
+                .strip_prefix("package ")?
+                .strip_suffix(';')?
+                .split_once('@')?;
+            Some(version.trim().to_string()).filter(|v| !v.is_empty())
+        })
+        .unwrap_or_else(|| panic!("{} has no `package name@version;` line", wit.display()))
 }
 
 /// Builds one guest workspace for wasm32-wasip2 in release.

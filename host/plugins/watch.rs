@@ -66,19 +66,8 @@ pub async fn rescan(runtime: &Arc<Runtime>, dir: &Path) {
 
 fn rescan_blocking(runtime: &Runtime, dir: &Path) {
     let current = runtime.plugins();
-    let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
-    match std::fs::read_dir(dir) {
-        Ok(entries) => {
-            for e in entries.flatten() {
-                let path = e.path();
-                if path.extension().is_some_and(|x| x == "wasm")
-                    && path.is_file()
-                    && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
-                {
-                    files.insert(stem.to_string(), path);
-                }
-            }
-        }
+    let files = match wasm_files(dir) {
+        Ok(files) => files,
         Err(e) => {
             tracing::error!(dir = %dir.display(), error = %e, "cannot read the plugin folder; keeping the loaded plugins");
             runtime.scan_done(vec![(
@@ -89,7 +78,7 @@ fn rescan_blocking(runtime: &Runtime, dir: &Path) {
             )]);
             return;
         }
-    }
+    };
 
     let mut next: Vec<Arc<Plugin>> = Vec::new();
     let mut changed = false;
@@ -155,4 +144,19 @@ fn rescan_blocking(runtime: &Runtime, dir: &Path) {
         runtime.install(PluginSet { plugins: next });
     }
     runtime.scan_done(rejected);
+}
+
+/// The `*.wasm` files in the folder, by plugin name (the file name without `.wasm`).
+fn wasm_files(dir: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
+    let mut files = BTreeMap::new();
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "wasm")
+            && path.is_file()
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            files.insert(stem.to_string(), path);
+        }
+    }
+    Ok(files)
 }

@@ -76,8 +76,9 @@ pub use bindings::farmgate::plugin::types::{
 };
 pub use settings::Settings;
 
-/// The contract version this SDK builds plugins for.
-pub const CONTRACT_VERSION: &str = "0.2.0";
+/// The contract version this SDK builds plugins for, read by the build script from the
+/// `package` line of `wit/farmgate.wit`.
+pub const CONTRACT_VERSION: &str = env!("FARMGATE_CONTRACT_VERSION");
 
 /// A plugin: created once per instance from its settings (the `[plugins.config.NAME]` table).
 pub trait Plugin: Sized + 'static {
@@ -337,4 +338,17 @@ pub mod __private {
         }
     }
     impl<T> HealthNo for Dispatch<'_, T> {}
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_contract_version_is_the_one_the_wit_file_declares() {
+        let wit = include_str!("../wit/farmgate.wit");
+        let package = format!("package farmgate:plugin@{};", super::CONTRACT_VERSION);
+        assert!(
+            wit.lines().any(|l| l.trim() == package),
+            "wit/farmgate.wit has no `{package}` line"
+        );
+    }
 }

@@ -1,0 +1,210 @@
+//! Plugin instances: the store data of one instance (its WASI context, resource table and memory
+//! limits), the host functions plugins import (`log`, `monotonic_now_ns`, `random_u64`), making
+//! and initialising an instance, the calling thread's cache of idle instances by plugin version,
+//! and the counts of versions and instances alive.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::calling::EPOCH_TICK;
+use super::loading::describe;
+use super::{Hook, Plugin, bindings};
+
+/// Counts of plugin versions and instances alive in one runtime: what proves that replaced
+/// versions and their instances are freed.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub(super) versions: AtomicUsize,
+    pub(super) instances: AtomicUsize,
+}
+
+impl Live {
+    pub fn versions(&self) -> usize {
+        self.versions.load(Ordering::Relaxed)
+    }
+
+    pub fn instances(&self) -> usize {
+        self.instances.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        self.live.versions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Held by every instance's store; dropping the store counts the instance gone.
+struct InstanceGuard(Arc<Live>);
+
+impl Drop for InstanceGuard {
+    fn drop(&mut self) {
+        self.0.instances.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Store data of one instance.
+pub(super) struct State {
+    _live: InstanceGuard,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    plugin: Arc<str>,
+    started: Instant,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::farmgate::plugin::types::Host for State {}
+
+impl bindings::farmgate::plugin::host::Host for State {
+    fn log(&mut self, level: bindings::farmgate::plugin::host::LogLevel, message: String) {
+        use bindings::farmgate::plugin::host::LogLevel as L;
+        let plugin = &*self.plugin;
+        match level {
+            L::Trace => tracing::trace!(target: "farmgate::plugin", plugin, "{message}"),
+            L::Debug => tracing::debug!(target: "farmgate::plugin", plugin, "{message}"),
+            L::Info => tracing::info!(target: "farmgate::plugin", plugin, "{message}"),
+            L::Warn => tracing::warn!(target: "farmgate::plugin", plugin, "{message}"),
+            L::Error => tracing::error!(target: "farmgate::plugin", plugin, "{message}"),
+        }
+    }
+
+    fn monotonic_now_ns(&mut self) -> u64 {
+        self.started.elapsed().as_nanos().min(u64::MAX as u128) as u64
+    }
+
+    fn random_u64(&mut self) -> u64 {
+        random_u64()
+    }
+}
+
+/// A per-thread xorshift generator seeded from the OS-randomised std hasher.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    thread_local! {
+        static SEED: std::cell::Cell<u64> = std::cell::Cell::new(RandomState::new().hash_one(0u64) | 1);
+    }
+    SEED.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+
+/// An instance ready for calls.
+pub(super) struct Instance {
+    pub(super) store: Store<State>,
+    pub(super) bindings: bindings::Plugin,
+}
+
+/// Per-thread idle instances, by plugin version.
+struct Cached {
+    id: u64,
+    version: Weak<Plugin>,
+    idle: Option<Instance>,
+}
+
+thread_local! {
+    static INSTANCES: RefCell<Vec<Cached>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Plugin {
+    /// WASI as far as std needs it (clocks, randomness, empty stdin, discarded stdout/stderr),
+    /// plus only what the plugin's config grants.
+    fn wasi(&self) -> Result<WasiCtx, String> {
+        let mut b = WasiCtx::builder();
+        for (k, v) in &self.config.env {
+            b.env(k, v);
+        }
+        for dir in &self.config.read_only_dirs {
+            let guest = dir.to_string_lossy();
+            b.preopened_dir(dir, guest.as_ref(), wasmtime_wasi::FsPerms::ReadOnly)
+                .map_err(|e| format!("cannot grant {}: {e}", dir.display()))?;
+        }
+        if self.config.network {
+            b.inherit_network().allow_ip_name_lookup(true);
+        }
+        Ok(b.build())
+    }
+
+    /// A fresh instance, initialised with the plugin's settings; returns the hooks it reports.
+    pub(super) async fn instantiate(
+        &self,
+        timeout: Duration,
+    ) -> Result<(Instance, Vec<Hook>), String> {
+        let state = State {
+            wasi: self.wasi()?,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.memory_limit)
+                .trap_on_grow_failure(true)
+                .build(),
+            plugin: Arc::from(self.name.as_str()),
+            _live: {
+                self.live.instances.fetch_add(1, Ordering::Relaxed);
+                InstanceGuard(Arc::clone(&self.live))
+            },
+            started: Instant::now(),
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1;
+        // Instantiation and init run under a deadline too (a guest's start-up can loop).
+        store.set_epoch_deadline(ticks.saturating_mul(10));
+        let bindings = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| describe(&e))?;
+        let hooks = bindings
+            .farmgate_plugin_lifecycle()
+            .call_init(&mut store, &self.config.settings_json)
+            .await
+            .map_err(|e| describe(&e))?
+            .map_err(|e| format!("init refused its settings: {e}"))?;
+        Ok((Instance { store, bindings }, hooks))
+    }
+}
+
+pub(super) fn take_cached(plugin: &Arc<Plugin>) -> Option<Instance> {
+    INSTANCES.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        // Versions no longer loaded anywhere free their instances here.
+        cache.retain(|c| c.version.strong_count() > 0);
+        cache
+            .iter_mut()
+            .find(|c| c.id == plugin.id)
+            .and_then(|c| c.idle.take())
+    })
+}
+
+pub(super) fn put_cached(plugin: &Arc<Plugin>, instance: Instance) {
+    INSTANCES.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        match cache.iter_mut().find(|c| c.id == plugin.id) {
+            Some(c) => c.idle = Some(instance),
+            None => cache.push(Cached {
+                id: plugin.id,
+                version: Arc::downgrade(plugin),
+                idle: Some(instance),
+            }),
+        }
+    });
+}
