@@ -52,6 +52,7 @@
 #                      does after its first response, so farmgate TMG serves returning sessions;
 #                      0 = none does, so it balances and sets the cookie on every response
 #                      (default 1; the peers get the same requests and pass the cookie on)
+#   CARGO_TARGET_DIR   where cargo builds the release farmgate measured (default target/)
 #
 # Usage: bash benches/load.sh
 set -euo pipefail
@@ -239,7 +240,7 @@ fi
 
 log "building farmgate (release)"
 (cd "$REPO_ROOT" && cargo build --release --bin farmgate --quiet)
-FARMGATE="$REPO_ROOT/target/release/farmgate"
+FARMGATE="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/farmgate"
 [[ -x "$FARMGATE" ]] || die "no binary at $FARMGATE"
 
 CLK_TCK="$(getconf CLK_TCK)"

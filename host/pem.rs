@@ -4,7 +4,7 @@
 //! private key needs; [`crate::tls`] re-exports it.
 //!
 //! Config validation ([`crate::config`]), listener TLS ([`crate::tls`]) and the upstream side
-//! ([`crate::bridge`]) share these. This module is a leaf: it imports no other farmgate module, so
+//! (`bridge`) share these. This module is a leaf: it imports no other farmgate module, so
 //! `config` can check the files it names without importing `tls`. It reads files and nothing
 //! else: it must not build TLS configs, accept or open connections, or keep state beyond the
 //! provider.

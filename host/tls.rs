@@ -11,7 +11,7 @@
 //! established keep the certificate they were handshaken with and are never dropped.
 //!
 //! PEM loading, the key/certificate checks and the process's rustls crypto provider (ring) live
-//! in [`crate::pem`], which the config validation and the upstream side ([`crate::bridge`])
+//! in `pem`, which the config validation and the upstream side (`bridge`)
 //! share; [`provider`] is re-exported here. This module does not accept connections: `server`
 //! does, with the [`TlsAcceptor`] built here.
 

@@ -1,7 +1,7 @@
 //! Configuration: file -> raw serde structs ([`raw`]) -> validation -> an immutable [`Config`].
 //!
 //! This module owns the meaning of every key and every default ([`defaults`]). It does no network
-//! I/O: names are checked for form here and resolved by [`crate::resolve`]. A [`ConfigError`]
+//! I/O: names are checked for form here and resolved by `resolve`. A [`ConfigError`]
 //! always names the file, the line and column, the key, and what is wrong.
 //!
 //! Where things are: the validated model in `model.rs`, errors and source positions in

@@ -11,13 +11,11 @@ use wasmtime::Engine;
 
 use super::instances::{Instance, put_cached, take_cached};
 use super::loading::describe;
+use super::instances::{EPOCH_TICK, epoch_ticks};
 use super::{
     AffinityDecision, FarmView, HealthVerdict, Plugin, ProbeResult, RequestView, ResponseView,
     RouteDecision, Runtime, RuntimeError, TranslationDecision,
 };
-
-/// How often the epoch advances; call deadlines are counted in these ticks.
-pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// How long the epoch keeps advancing after the last plugin is unloaded; longer than
 /// [`crate::config::defaults::PLUGIN_CALL_TIMEOUT_MAX`], the longest call the config allows.
@@ -111,7 +109,7 @@ impl Runtime {
             .config
             .call_timeout
             .unwrap_or(self.settings.load().call_timeout);
-        (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
+        epoch_ticks(timeout)
     }
 
     /// Asks a router plugin.

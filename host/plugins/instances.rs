@@ -12,9 +12,18 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::calling::EPOCH_TICK;
 use super::loading::describe;
 use super::{Hook, Plugin, bindings};
+
+
+/// How often the epoch advances; call deadlines are counted in these ticks.
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// A deadline of `timeout` in epoch ticks: at least one whole tick, plus one for the tick
+/// already under way when the deadline is set.
+pub(super) fn epoch_ticks(timeout: Duration) -> u64 {
+    (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
+}
 
 /// Counts of plugin versions and instances alive in one runtime: what proves that replaced
 /// versions and their instances are freed.
@@ -165,7 +174,7 @@ impl Plugin {
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);
-        let ticks = (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1;
+        let ticks = epoch_ticks(timeout);
         // Instantiation and init run under a deadline too (a guest's start-up can loop).
         store.set_epoch_deadline(ticks.saturating_mul(10));
         let bindings = self

@@ -2,7 +2,7 @@
 //!
 //! One [`Engine`] and one [`Linker`] for the process. Each `.wasm` in the watched folder is
 //! compiled (off the async worker threads), checked for the `farmgate:plugin` version it was built
-//! against, pre-instantiated once ([`bindings::PluginPre`]), instantiated and initialised once as
+//! against, pre-instantiated once (`PluginPre`), instantiated and initialised once as
 //! a smoke test, and only then swapped into the current [`PluginSet`] with arc-swap.
 //!
 //! Calls are async (wasmtime's async support, so WASI runs on tokio without blocking a worker's
