@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
 
+use super::instances::{EPOCH_TICK, epoch_ticks};
 use super::instances::{Instance, put_cached, take_cached};
 use super::loading::describe;
-use super::instances::{EPOCH_TICK, epoch_ticks};
 use super::{
     AffinityDecision, FarmView, HealthVerdict, Plugin, ProbeResult, RequestView, ResponseView,
     RouteDecision, Runtime, RuntimeError, TranslationDecision,

@@ -15,7 +15,6 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::loading::describe;
 use super::{Hook, Plugin, bindings};
 
-
 /// How often the epoch advances; call deadlines are counted in these ticks.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
