@@ -53,6 +53,8 @@
 #                      0 = none does, so it balances and sets the cookie on every response
 #                      (default 1; the peers get the same requests and pass the cookie on)
 #   CARGO_TARGET_DIR   where cargo builds the release farmgate measured (default target/)
+#   LOAD_FARMGATE      a farmgate binary to measure as it is, instead of building one (to
+#                      compare two builds of the same tree run by run)
 #
 # Usage: bash benches/load.sh
 set -euo pipefail
@@ -238,9 +240,14 @@ if ((LOAD_PERF)); then
     fi
 fi
 
-log "building farmgate (release)"
-(cd "$REPO_ROOT" && cargo build --release --bin farmgate --quiet)
-FARMGATE="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/farmgate"
+if [[ -n "${LOAD_FARMGATE:-}" ]]; then
+    FARMGATE="$LOAD_FARMGATE"
+    log "measuring the farmgate binary $FARMGATE (not rebuilt)"
+else
+    log "building farmgate (release)"
+    (cd "$REPO_ROOT" && cargo build --release --bin farmgate --quiet)
+    FARMGATE="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/farmgate"
+fi
 [[ -x "$FARMGATE" ]] || die "no binary at $FARMGATE"
 
 CLK_TCK="$(getconf CLK_TCK)"
