@@ -124,6 +124,53 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
 }
 
 #[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = rt.block_on(default_config_on_free_ports(&dir.path().join("plugins.d")));
+    let path = dir.path().join("farmgate.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_farmgate"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, log) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut seen = Vec::new();
+    let ready = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match log.recv_timeout(left) {
+            Ok(line) if line.contains("point a browser at ") => break line,
+            Ok(line) => seen.push(line),
+            Err(_) => break String::new(),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!ready.is_empty(), "no start-up line; saw {seen:?}");
+    seen.push(ready);
+    assert!(
+        seen.iter().all(|l| !l.contains('\x1b')),
+        "colour codes in piped logs: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.contains(" INFO ")),
+        "the lines are the human-readable format: {seen:?}"
+    );
+}
+
+#[test]
 fn the_binary_runs_a_config_reloads_on_sighup_and_stops_on_sigterm() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
