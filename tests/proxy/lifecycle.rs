@@ -123,68 +123,20 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
     bounded("shutdown completes", stopping).await.unwrap();
 }
 
-#[test]
-fn logs_to_a_pipe_carry_no_colour_codes() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = rt.block_on(default_config_on_free_ports(&dir.path().join("plugins.d")));
-    let path = dir.path().join("farmgate.toml");
+/// The real binary running the default config (on free ports) with `args` before `run`, its
+/// standard error piped: the child, and its log lines as they arrive.
+fn spawn_binary(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let config = rt.block_on(default_config_on_free_ports(&dir.join("plugins.d")));
+    let path = dir.join("farmgate.toml");
     std::fs::write(&path, config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_farmgate"))
+        .args(args)
         .args(["run", "--config", path.to_str().unwrap()])
         .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, log) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let mut seen = Vec::new();
-    let ready = loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match log.recv_timeout(left) {
-            Ok(line) if line.contains("point a browser at ") => break line,
-            Ok(line) => seen.push(line),
-            Err(_) => break String::new(),
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(!ready.is_empty(), "no start-up line; saw {seen:?}");
-    seen.push(ready);
-    assert!(
-        seen.iter().all(|l| !l.contains('\x1b')),
-        "colour codes in piped logs: {seen:?}"
-    );
-    assert!(
-        seen.iter().any(|l| l.contains(" INFO ")),
-        "the lines are the human-readable format: {seen:?}"
-    );
-}
-
-#[test]
-fn the_binary_runs_a_config_reloads_on_sighup_and_stops_on_sigterm() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = rt.block_on(default_config_on_free_ports(&dir.path().join("plugins.d")));
-    let path = dir.path().join("farmgate.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_farmgate"))
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-        ])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -199,16 +151,53 @@ fn the_binary_runs_a_config_reloads_on_sighup_and_stops_on_sigterm() {
             }
         }
     });
-    let wait_for = |needle: &str| -> String {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match log.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no log line containing {needle:?}"),
-            }
+    (child, log)
+}
+
+/// The lines logged until one contains `needle` (that one last), within the test's patience;
+/// `None` when it does not come.
+fn lines_until(log: &std::sync::mpsc::Receiver<String>, needle: &str) -> Option<Vec<String>> {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = log.recv_timeout(left).ok()?;
+        let found = line.contains(needle);
+        seen.push(line);
+        if found {
+            return Some(seen);
         }
+    }
+}
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, log) = spawn_binary(&rt, dir.path(), &[]);
+    let seen = lines_until(&log, "point a browser at ");
+    let _ = child.kill();
+    let _ = child.wait();
+    let seen = seen.expect("a start-up line");
+    assert!(
+        seen.iter().all(|l| !l.contains('\x1b')),
+        "colour codes in piped logs: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.contains(" INFO ")),
+        "the lines are the human-readable format: {seen:?}"
+    );
+}
+
+#[test]
+fn the_binary_runs_a_config_reloads_on_sighup_and_stops_on_sigterm() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, log) = spawn_binary(&rt, dir.path(), &["--log-format", "json"]);
+    let wait_for = |needle: &str| -> String {
+        lines_until(&log, needle)
+            .and_then(|mut seen| seen.pop())
+            .unwrap_or_else(|| panic!("no log line containing {needle:?}"))
     };
     let line = wait_for("point a browser at ");
     let url = line
