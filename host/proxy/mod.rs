@@ -244,17 +244,17 @@ impl Proxy {
                 ex.live_traffic(&member, Err(kind));
             }
             tried.insert(chosen.index);
-            let next = match failed.error.retry() {
-                Retry::Unsent => failed.unsent,
-                Retry::IfReplayable => again,
-                Retry::Never => None,
+            let (next, why) = match failed.error.retry() {
+                Retry::Unsent => (failed.unsent, "no connection to the member; trying another"),
+                Retry::IfReplayable => (
+                    again,
+                    "member failed the request before answering; trying another",
+                ),
+                Retry::Never => (None, ""),
             };
             match next {
                 Some(next) if retries_left > 0 && tried.len() < farm.members().len() => {
-                    tracing::warn!(member = %member.name, error = %failed.error, "{}", match failed.error.retry() {
-                        Retry::Unsent => "no connection to the member; trying another",
-                        _ => "member failed the request before answering; trying another",
-                    });
+                    tracing::warn!(member = %member.name, error = %failed.error, "{why}");
                     retries_left -= 1;
                     req = next;
                 }
