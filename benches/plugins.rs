@@ -3,15 +3,24 @@
 //! algorithm with 8 and 64 members, cached instances against a new instance per call, and the
 //! cost of loading (compile + pre-instantiate + smoke test) a plugin.
 //!
-//! Calls are timed in batches inside one `block_on`, so the executor's entry cost is not counted.
+//! Each timed call is the whole of what the request path does for it: the request's facts made
+//! from its head (once per request, as the proxy does), the farm's live state taken from a real
+//! farm's members, the call, and the decision lifted back. Calls are timed in batches inside one
+//! `block_on`, so the executor's entry cost is not counted.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use farmgate::config::PluginSettings;
-use farmgate::plugins::{FarmView, MemberStateView, MemberView, RequestView, Runtime};
+use farmgate::config::{FarmConfig, MemberConfig, PluginSettings};
+use farmgate::farm::{Farm, Tried};
+use farmgate::plugins::{
+    AffinityDecision, FarmFacts, MemberChoice, RequestFacts, ResponseFacts, RouteDecision, Runtime,
+    Translation, TranslationDecision,
+};
+use farmgate::translate::MatcherCache;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 fn guest(name: &str) -> Vec<u8> {
     let path = Path::new(env!("FARMGATE_GUEST_DIR")).join(format!("{name}.wasm"));
@@ -27,7 +36,13 @@ fn bench_settings() -> PluginSettings {
     }
 }
 
-fn request() -> RequestView {
+/// A browser's request for `/v2/orders/17?expand=lines`: 15 headers.
+struct Head {
+    uri: http::Uri,
+    headers: HeaderMap,
+}
+
+fn head() -> Head {
     let headers = [
         ("host", "www.contoso.com"),
         (
@@ -49,44 +64,62 @@ fn request() -> RequestView {
         ("sec-fetch-site", "same-origin"),
         ("x-forwarded-for", "203.0.113.7"),
         ("x-request-id", "5b0c8a7e-3f1d-4c2b-9e6a-1d2f3a4b5c6d"),
-        ("dnt", "1"),
+        ("x-api-version", "2"),
     ];
-    RequestView {
-        method: "GET".into(),
-        scheme: "http".into(),
-        host: "www.contoso.com".into(),
-        path: "/v2/orders/17".into(),
-        query: Some("expand=lines".into()),
-        headers: headers
-            .iter()
-            .map(|(n, v)| format!("{n}: {v}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        client_addr: "198.51.100.23".into(),
-        listener: "web".into(),
-        rule: "site".into(),
+    let mut map = HeaderMap::new();
+    for (n, v) in headers {
+        map.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+    }
+    Head {
+        uri: http::Uri::from_static("/v2/orders/17?expand=lines"),
+        headers: map,
     }
 }
 
-fn farm(members: u32) -> FarmView {
-    FarmView {
+/// The request's facts as the proxy makes them from the head, once per request.
+fn facts(head: &Head, rule: &Arc<str>, listener: &Arc<str>) -> Arc<RequestFacts> {
+    Arc::new(RequestFacts {
+        method: http::Method::GET,
+        scheme: "http",
+        host: HeaderValue::from_static("www.contoso.com"),
+        uri: head.uri.clone(),
+        headers: head.headers.clone(),
+        client_addr: std::net::IpAddr::from([198, 51, 100, 23]),
+        listener: Arc::clone(listener),
+        rule: Arc::clone(rule),
+    })
+}
+
+/// A farm `web` of `members` members with addresses, some requests in flight and latencies.
+fn farm(members: u32) -> Arc<Farm> {
+    let config = FarmConfig {
         name: "web".into(),
         members: (0..members)
-            .map(|id| MemberView {
-                id,
-                name: format!("web{id}"),
+            .map(|i| MemberConfig {
+                name: format!("web{i}"),
+                host: "127.0.0.1".into(),
+                port: 8000 + i as u16,
                 weight: 1,
-                state: MemberStateView::Active,
-                in_flight: id % 3,
-                latency_ewma_us: 800 + u64::from(id) * 10,
-                requests: 1000,
-                failures: 0,
-                bytes: 1_000_000 + u64::from(id) * 4096,
             })
             .collect(),
-        sticky_member: None,
-        sequence: 0,
+        affinity: farmgate::config::Binding::Folder,
+        health_evaluation: farmgate::config::Binding::Folder,
+        balance: None,
+        hash_on: None,
+        affinity_mode: "none".into(),
+        affinity_cookie: "ARRAffinity".into(),
+        health: farmgate::config::HealthSettings::default(),
+        upstream: Default::default(),
+    };
+    let farm = Farm::new(&config, b"bench key");
+    for (i, m) in farm.members().iter().enumerate() {
+        m.set_addrs(vec![std::net::SocketAddr::from(([127, 0, 0, 1], m.port))]);
+        m.record_latency(Duration::from_micros(800 + i as u64 * 10));
+        for _ in 0..i % 3 {
+            std::mem::forget(m.begin());
+        }
     }
+    Arc::new(farm)
 }
 
 fn load(
@@ -135,13 +168,39 @@ fn hook_calls(c: &mut Criterion) {
     let runtime = Runtime::new(bench_settings()).expect("plugin runtime");
     let router = load(&rt, &runtime, "router", guest("test_router_v2"));
     let affinity = load(&rt, &runtime, "fixed", guest("test_fixed_member"));
-    let req = request();
-    let members = farm(8);
+    let head = head();
+    let (rule, listener): (Arc<str>, Arc<str>) = (Arc::from("site"), Arc::from("web"));
+    let web = farm(8);
+    let web_facts: Arc<dyn FarmFacts> = Arc::clone(&web) as Arc<dyn FarmFacts>;
+    let none = Tried::default();
+
+    // What is timed is a real decision: the router sends /v2/... to its farm, the fixed-member
+    // plugin picks member 0.
+    let routed = rt
+        .block_on(runtime.route(&router, &facts(&head, &rule, &listener)))
+        .expect("route");
+    assert!(
+        matches!(&routed, RouteDecision::Forward(f) if f.farm.as_deref() == Some("v2")),
+        "{routed:?}"
+    );
+    let chosen = rt
+        .block_on(runtime.choose(
+            &affinity,
+            &facts(&head, &rule, &listener),
+            &web_facts,
+            &farmgate::views::farm_live(&web, None, &none),
+        ))
+        .expect("choose");
+    assert!(
+        matches!(chosen, AffinityDecision::Member(MemberChoice { id: 0, .. })),
+        "{chosen:?}"
+    );
 
     let mut group = c.benchmark_group("hook_call");
-    group.bench_function("router_cached_instance", |b| {
+    group.bench_function("router_15_headers_cached_instance", |b| {
         b.iter_custom(|iters| {
             timed(&rt, iters, || async {
+                let req = facts(&head, &rule, &listener);
                 runtime.route(&router, &req).await.expect("route")
             })
         })
@@ -149,16 +208,90 @@ fn hook_calls(c: &mut Criterion) {
     group.bench_function("affinity_8_members_cached_instance", |b| {
         b.iter_custom(|iters| {
             timed(&rt, iters, || async {
+                let req = facts(&head, &rule, &listener);
+                let live = farmgate::views::farm_live(&web, None, &none);
                 runtime
-                    .choose(&affinity, &req, &members)
+                    .choose(&affinity, &req, &web_facts, &live)
                     .await
                     .expect("choose")
             })
         })
     });
+    // The built-in link translation on a member's HTML page, as a TMG-published rule has it:
+    // the decision, then the searcher for its mappings from the generation's cache.
+    let links = {
+        let runtime = Arc::clone(&runtime);
+        let b = farmgate::builtin::LINKS;
+        rt.block_on(async move {
+            tokio::task::spawn_blocking(move || {
+                runtime.load_with(
+                    b.name,
+                    Path::new("bench.wasm"),
+                    b.wasm,
+                    "bench-links".into(),
+                    farmgate::config::PluginConfig {
+                        settings_json: "{}".into(),
+                        call_timeout: Some(farmgate::config::defaults::BUILTIN_CALL_TIMEOUT),
+                        ..Default::default()
+                    },
+                )
+            })
+            .await
+            .expect("join")
+            .expect("built-in loads")
+        })
+    };
+    let response_headers = {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("server", "Microsoft-IIS/10.0"),
+            ("date", "Wed, 02 Dec 2026 16:00:00 GMT"),
+            ("content-type", "text/html; charset=utf-8"),
+            ("content-length", "1534"),
+            ("last-modified", "Tue, 01 Dec 2026 09:00:00 GMT"),
+            ("etag", "\"5f3-61a2b\""),
+        ] {
+            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        h
+    };
+    let (internal, public): (Arc<str>, HeaderValue) = (
+        Arc::from("intranet.contoso.local"),
+        HeaderValue::from_static("www.contoso.com"),
+    );
+    let matchers = MatcherCache::default();
+    let decide = || async {
+        let resp = Arc::new(ResponseFacts {
+            rule: Arc::clone(&rule),
+            internal_name: Arc::clone(&internal),
+            public_name: public.clone(),
+            public_scheme: "http",
+            status: 200,
+            headers: response_headers.clone(),
+        });
+        let decision = runtime
+            .decide_translation(&links, &resp)
+            .await
+            .expect("decide");
+        let headers = ResponseFacts::into_headers(resp);
+        let TranslationDecision::Translate(Translation { mappings, .. }) = decision else {
+            return (headers, None);
+        };
+        let pairs: Vec<(String, String)> = mappings.into_iter().map(|m| (m.from, m.to)).collect();
+        (headers, matchers.get(&pairs))
+    };
+    let (_, searcher) = rt.block_on(decide());
+    assert!(
+        searcher.is_some(),
+        "the built-in translates an HTML page of a rule with an internal site name"
+    );
+    group.bench_function("link_translation_html_decision", |b| {
+        b.iter_custom(|iters| timed(&rt, iters, decide))
+    });
     group.bench_function("router_new_instance_per_call", |b| {
         b.iter_custom(|iters| {
             timed(&rt, iters, || async {
+                let req = facts(&head, &rule, &listener);
                 runtime
                     .route_on_fresh_instance(&router, &req)
                     .await
@@ -177,7 +310,9 @@ fn member_choice(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let runtime = Runtime::new(bench_settings()).expect("plugin runtime");
-    let req = request();
+    let head = head();
+    let (rule, listener): (Arc<str>, Arc<str>) = (Arc::from("site"), Arc::from("web"));
+    let none = Tried::default();
     let policies = [
         ("least-current-request", "{}"),
         ("round-robin", r#"{"balance": "round-robin"}"#),
@@ -225,17 +360,34 @@ fn member_choice(c: &mut Criterion) {
             })
         };
         for members in [8u32, 64] {
-            let mut view = farm(members);
-            if name == "cookie-affinity" {
-                view.sticky_member = Some(members / 2);
+            let web = farm(members);
+            let sticky = (name == "cookie-affinity").then_some(members / 2);
+            let web_facts: Arc<dyn FarmFacts> = Arc::clone(&web) as Arc<dyn FarmFacts>;
+            let chosen = rt
+                .block_on(runtime.choose(
+                    &plugin,
+                    &facts(&head, &rule, &listener),
+                    &web_facts,
+                    &farmgate::views::farm_live(&web, sticky, &none),
+                ))
+                .expect("choose");
+            match (&chosen, sticky) {
+                (AffinityDecision::Member(m), Some(s)) => assert_eq!(m.id, s, "{name}"),
+                (AffinityDecision::Member(m), None) => assert!(m.id < members, "{name}"),
+                (AffinityDecision::Pass, _) => panic!("{name} passed"),
             }
             group.bench_with_input(
                 criterion::BenchmarkId::new(name, members),
-                &view,
-                |b, view| {
+                &web,
+                |b, web| {
                     b.iter_custom(|iters| {
                         timed(&rt, iters, || async {
-                            runtime.choose(&plugin, &req, view).await.expect("choose")
+                            let req = facts(&head, &rule, &listener);
+                            let live = farmgate::views::farm_live(web, sticky, &none);
+                            runtime
+                                .choose(&plugin, &req, &web_facts, &live)
+                                .await
+                                .expect("choose")
                         })
                     })
                 },

@@ -370,7 +370,7 @@ impl Admin {
                         "send {\"weight\": N} with N at least 1",
                     );
                 };
-                m.set_weight(w as u32);
+                f.set_weight(&m, w as u32);
                 tracing::info!(farm, member, weight = w, "weight set through the admin API");
             }
             other => {

@@ -429,6 +429,16 @@ pub struct Farm {
     min_servers_percent: u32,
     /// Below the minimum, every member that is not removed takes requests again.
     panic: AtomicBool,
+    /// The number of the member table (names, weights, order) as plugins know it: new whenever
+    /// the table changes, unique in the process.
+    table: AtomicU64,
+}
+
+/// The next member-table number; numbers are never reused, so a plugin holding a table by
+/// number never mistakes another farm's, or an older one, for it.
+fn next_table_number() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The members (by index) a request has been tried on. Retries are few, so a short list does;
@@ -574,7 +584,20 @@ impl Farm {
             min_servers: config.health.min_servers,
             min_servers_percent: config.health.min_servers_percent,
             panic: AtomicBool::new(false),
+            table: AtomicU64::new(next_table_number()),
         }
+    }
+
+    /// The number of the member table now (see the `table` field).
+    pub fn table_number(&self) -> u64 {
+        self.table.load(Ordering::Acquire)
+    }
+
+    /// Sets a member's weight (at least 1), effective on the next request; plugins get the new
+    /// member table.
+    pub fn set_weight(&self, member: &Member, weight: u32) {
+        member.set_weight(weight);
+        self.table.store(next_table_number(), Ordering::Release);
     }
 
     /// The members now, by index.
@@ -629,6 +652,7 @@ impl Farm {
         if !Arc::ptr_eq(&prev, &current) {
             return Err("the farm changed at the same moment; try again".into());
         }
+        self.table.store(next_table_number(), Ordering::Release);
         tracing::info!(farm = %self.name, member = %member.name, "member added");
         Ok(member)
     }

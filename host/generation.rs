@@ -13,6 +13,7 @@ use crate::bridge::FarmUpstream;
 use crate::config::Config;
 use crate::farm::Farm;
 use crate::headers;
+use crate::plugins::ChainSlot;
 use crate::routing::RouteTable;
 use crate::translate::MatcherCache;
 
@@ -36,6 +37,31 @@ pub struct Generation {
     pub hsts: Vec<Option<HeaderValue>>,
     /// Link-translation searchers built so far, by mapping set (a reload starts afresh).
     pub matchers: MatcherCache,
+    /// Per rule, its name and its internal site name (empty when none) as plugins are handed
+    /// them: shared, not copied per request.
+    pub rule_names: Vec<Arc<str>>,
+    pub internal_names: Vec<Arc<str>>,
+    /// The plugin chains of each rule and farm, kept between changes of the plugin set.
+    pub chains: Chains,
+}
+
+/// Where a generation keeps its plugin chains: per rule its router and link-translation chains,
+/// per farm its affinity chain.
+pub struct Chains {
+    pub router: Vec<ChainSlot>,
+    pub links: Vec<ChainSlot>,
+    pub affinity: Vec<ChainSlot>,
+}
+
+impl Chains {
+    fn new(config: &Config) -> Chains {
+        let slots = |n: usize| (0..n).map(|_| ChainSlot::default()).collect();
+        Chains {
+            router: slots(config.rules.len()),
+            links: slots(config.rules.len()),
+            affinity: slots(config.farms.len()),
+        }
+    }
 }
 
 impl Generation {
@@ -98,6 +124,17 @@ impl Generation {
             .iter()
             .map(|r| crate::https::hsts_value(&r.https))
             .collect();
+        let rule_names = config
+            .rules
+            .iter()
+            .map(|r| Arc::from(r.name.as_str()))
+            .collect();
+        let internal_names = config
+            .rules
+            .iter()
+            .map(|r| Arc::from(r.internal_site_name.as_deref().unwrap_or("")))
+            .collect();
+        let chains = Chains::new(&config);
         Generation {
             config,
             routes,
@@ -109,6 +146,9 @@ impl Generation {
             upstreams,
             hsts,
             matchers: MatcherCache::default(),
+            rule_names,
+            internal_names,
+            chains,
         }
     }
 }

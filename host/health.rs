@@ -108,7 +108,7 @@ impl Drop for HealthChecker {
 /// What one probe found.
 enum Outcome {
     /// The verifier ran; `probe.error` says why there was no response, if there was none.
-    Probed(ProbeResult),
+    Probed(Arc<ProbeResult>),
     /// The verifier could not run (the name does not resolve).
     Unverifiable(String),
 }
@@ -224,7 +224,7 @@ async fn judge(
     runtime: &Runtime,
     binding: &Binding,
     settings: &HealthSettings,
-    p: &ProbeResult,
+    p: &Arc<ProbeResult>,
 ) -> Result<(), String> {
     if let Some(e) = &p.error {
         return Err(e.clone());
@@ -283,13 +283,13 @@ async fn probe(farm: &Farm, member: &Member, s: &HealthSettings, resolver: &Reso
                     s.timeout
                 )),
             };
-            Outcome::Probed(bare_result(
+            Outcome::Probed(Arc::new(bare_result(
                 farm,
                 member,
                 format!("tcp://{}:{port}", member.host),
                 start,
                 error,
-            ))
+            )))
         }
         Check::Ping => {
             let addrs = match resolver.resolve(&member.host, 0).await {
@@ -305,13 +305,13 @@ async fn probe(farm: &Farm, member: &Member, s: &HealthSettings, resolver: &Reso
                     Err(_) => Some(format!("no echo reply within {:?}", s.timeout)),
                 },
             };
-            Outcome::Probed(bare_result(
+            Outcome::Probed(Arc::new(bare_result(
                 farm,
                 member,
                 format!("icmp://{}", member.host),
                 start,
                 error,
-            ))
+            )))
         }
     }
 }
@@ -332,7 +332,7 @@ fn bare_result(
         member: member.name.clone(),
         url,
         status: None,
-        headers: String::new(),
+        headers: http::HeaderMap::new(),
         body_prefix: Vec::new(),
         latency_us: start.elapsed().as_micros() as u64,
         error,
@@ -429,28 +429,29 @@ async fn http_probe(
             }
         }
         driver.abort();
-        Ok::<_, String>((
-            parts.status,
-            crate::views::header_block(&parts.headers),
-            prefix,
-            latency,
-        ))
+        Ok::<_, String>((parts.status, parts.headers, prefix, latency))
     };
     let (status, headers, body_prefix, latency, error) =
         match tokio::time::timeout(s.timeout, exchange).await {
             Ok(Ok((status, headers, body, latency))) => {
                 (Some(status.as_u16()), headers, body, latency, None)
             }
-            Ok(Err(e)) => (None, String::new(), Vec::new(), start.elapsed(), Some(e)),
+            Ok(Err(e)) => (
+                None,
+                http::HeaderMap::new(),
+                Vec::new(),
+                start.elapsed(),
+                Some(e),
+            ),
             Err(_) => (
                 None,
-                String::new(),
+                http::HeaderMap::new(),
                 Vec::new(),
                 start.elapsed(),
                 Some(format!("no response within {} ms", s.timeout.as_millis())),
             ),
         };
-    Outcome::Probed(ProbeResult {
+    Outcome::Probed(Arc::new(ProbeResult {
         farm: farm.name.clone(),
         member: member.name.clone(),
         url: shown,
@@ -459,7 +460,7 @@ async fn http_probe(
         body_prefix,
         latency_us: latency.as_micros() as u64,
         error,
-    })
+    }))
 }
 
 /// A member answered slower than the response-time threshold: a WARN event, a counter, and the

@@ -42,7 +42,7 @@ pub mod tls;
 pub mod translate;
 mod upgrade;
 mod upstream;
-mod views;
+pub mod views;
 
 pub use config::{Config, ConfigError};
 pub use server::{Running, StartError, start};

@@ -10,8 +10,11 @@ use std::process::Command;
 use serde::Deserialize;
 
 use crate::config::PluginSettings;
+use std::sync::Arc;
+
 use crate::plugins::{
-    FarmView, Hook, MemberStateView, MemberView, ProbeResult, RequestView, ResponseView, Runtime,
+    FarmFacts, FarmLive, FarmTable, Hook, MemberFigures, MemberInfo, MemberLive, MemberStateView,
+    ProbeResult, RequestFacts, ResponseFacts, Runtime,
 };
 
 /// The hooks a scaffolded plugin can start from.
@@ -136,7 +139,7 @@ fn template(hook: HookKind, ty: &str) -> String {
             format!(
                 r#"impl Router for {ty} {{
     fn route(&self, req: &Request) -> RouteDecision {{
-        if req.path.starts_with(&self.prefix) {{
+        if req.path().starts_with(&self.prefix) {{
             RouteDecision::to_farm(&self.farm)
         }} else {{
             RouteDecision::Pass
@@ -159,8 +162,8 @@ fn template(hook: HookKind, ty: &str) -> String {
                 r#"impl Affinity for {ty} {{
     fn choose(&self, _req: &Request, farm: &Farm) -> AffinityDecision {{
         // The online member with the fewest requests in flight.
-        match farm.online_members().min_by_key(|m| m.in_flight) {{
-            Some(m) => AffinityDecision::member(m.id),
+        match farm.online_members().min_by_key(|m| m.in_flight()) {{
+            Some(m) => AffinityDecision::member(m.id()),
             None => AffinityDecision::Pass,
         }}
     }}
@@ -180,13 +183,13 @@ fn template(hook: HookKind, ty: &str) -> String {
             format!(
                 r#"impl LinkTranslation for {ty} {{
     fn decide(&self, resp: &Response) -> TranslationDecision {{
-        if !resp.content_type.as_deref().unwrap_or("").starts_with("text/html") {{
+        if !resp.content_type().unwrap_or("").starts_with("text/html") {{
             return TranslationDecision::Pass;
         }}
         TranslationDecision::Translate(Translation {{
             mappings: vec![Mapping {{
-                from: format!("http://{{}}", resp.internal_name),
-                to: format!("{{}}://{{}}", resp.public_scheme, resp.public_name),
+                from: format!("http://{{}}", resp.internal_name()),
+                to: format!("{{}}://{{}}", resp.public_scheme(), resp.public_name()),
             }}],
             headers: vec!["location".into()],
             body: true,
@@ -198,9 +201,9 @@ fn template(hook: HookKind, ty: &str) -> String {
                 r#"    #[test]
     fn translates_html_only() {{
         let p = {ty}::new(&testing::settings("{{}}")).unwrap();
-        let html = testing::response(200, "text/html", "www.example.com", "intranet.local");
+        let html = testing::response(200, "text/html", "www.example.com", "intranet.local").build();
         assert!(matches!(p.decide(&html), TranslationDecision::Translate(_)));
-        let png = testing::response(200, "image/png", "www.example.com", "intranet.local");
+        let png = testing::response(200, "image/png", "www.example.com", "intranet.local").build();
         assert_eq!(p.decide(&png), TranslationDecision::Pass);
     }}"#
             ),
@@ -210,7 +213,7 @@ fn template(hook: HookKind, ty: &str) -> String {
             format!(
                 r#"impl HealthEvaluation for {ty} {{
     fn evaluate(&self, probe: &Probe) -> HealthVerdict {{
-        match probe.status {{
+        match probe.status() {{
             Some(s) if (200..400).contains(&s) => HealthVerdict::Healthy,
             Some(s) => HealthVerdict::unhealthy(format!("status {{s}}")),
             None => HealthVerdict::Pass,
@@ -222,8 +225,8 @@ fn template(hook: HookKind, ty: &str) -> String {
                 r#"    #[test]
     fn judges_by_status() {{
         let p = {ty}::new(&testing::settings("{{}}")).unwrap();
-        assert_eq!(p.evaluate(&testing::probe(200, "OK", 1000)), HealthVerdict::Healthy);
-        assert!(matches!(p.evaluate(&testing::probe(503, "", 1000)), HealthVerdict::Unhealthy(_)));
+        assert_eq!(p.evaluate(&testing::probe(200, "OK", 1000).build()), HealthVerdict::Healthy);
+        assert!(matches!(p.evaluate(&testing::probe(503, "", 1000).build()), HealthVerdict::Unhealthy(_)));
     }}"#
             ),
         ),
@@ -411,14 +414,6 @@ impl Default for TestProbe {
     }
 }
 
-fn block(headers: &[(String, String)]) -> String {
-    headers
-        .iter()
-        .map(|(n, v)| format!("{}: {v}", n.to_ascii_lowercase()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TestRequest {
@@ -523,18 +518,7 @@ pub async fn test(wasm: &Path, input: &TestInput) -> Result<String, String> {
             .map_err(|e| e.to_string())?
     };
     let plugin = loaded.map_err(|reason| format!("{}: {reason}", wasm.display()))?;
-    let r = &input.request;
-    let request = RequestView {
-        method: r.method.clone(),
-        scheme: r.scheme.clone(),
-        host: r.host.clone(),
-        path: r.path.clone(),
-        query: r.query.clone(),
-        headers: block(&r.headers),
-        client_addr: r.client_addr.clone(),
-        listener: r.listener.clone(),
-        rule: r.rule.clone(),
-    };
+    let request = request_facts(&input.request)?;
     let mut out = format!("plugin implements: {:?}\n", plugin.hooks);
     match input.hook.as_str() {
         "router" => {
@@ -547,9 +531,9 @@ pub async fn test(wasm: &Path, input: &TestInput) -> Result<String, String> {
         }
         "affinity" => {
             require(&plugin.hooks, Hook::Affinity, "affinity")?;
-            let farm = farm_view(&input.farm)?;
+            let (farm, live) = tool_farm(&input.farm)?;
             let d = runtime
-                .choose(&plugin, &request, &farm)
+                .choose(&plugin, &request, &farm, &live)
                 .await
                 .map_err(|f| f.to_string())?;
             out.push_str(&format!("decision: {d:#?}\n"));
@@ -557,15 +541,24 @@ pub async fn test(wasm: &Path, input: &TestInput) -> Result<String, String> {
         "link-translation" => {
             require(&plugin.hooks, Hook::LinkTranslation, "link-translation")?;
             let r = &input.response;
-            let view = ResponseView {
-                rule: r.rule.clone(),
-                public_name: r.public_name.clone(),
-                internal_name: r.internal_name.clone(),
-                public_scheme: r.public_scheme.clone(),
+            let mut headers = header_map(&r.headers)?;
+            if let Some(ct) = &r.content_type
+                && !headers.contains_key(http::header::CONTENT_TYPE)
+            {
+                headers.insert(http::header::CONTENT_TYPE, header_value(ct)?);
+            }
+            let view = Arc::new(ResponseFacts {
+                rule: Arc::from(r.rule.as_str()),
+                internal_name: Arc::from(r.internal_name.as_str()),
+                public_name: header_value(&r.public_name)?,
+                public_scheme: if r.public_scheme == "https" {
+                    "https"
+                } else {
+                    "http"
+                },
                 status: r.status,
-                content_type: r.content_type.clone(),
-                headers: block(&r.headers),
-            };
+                headers,
+            });
             let d = runtime
                 .decide_translation(&plugin, &view)
                 .await
@@ -575,16 +568,16 @@ pub async fn test(wasm: &Path, input: &TestInput) -> Result<String, String> {
         "health-evaluation" => {
             require(&plugin.hooks, Hook::HealthEvaluation, "health-evaluation")?;
             let p = &input.probe;
-            let view = ProbeResult {
+            let view = Arc::new(ProbeResult {
                 farm: p.farm.clone(),
                 member: p.member.clone(),
                 url: p.url.clone(),
                 status: p.status,
-                headers: block(&p.headers),
+                headers: header_map(&p.headers)?,
                 body_prefix: p.body.as_bytes().to_vec(),
                 latency_us: p.latency_us,
                 error: p.error.clone(),
-            };
+            });
             let d = runtime
                 .evaluate_health(&plugin, &view)
                 .await
@@ -610,9 +603,28 @@ fn require(hooks: &[Hook], hook: Hook, name: &str) -> Result<(), String> {
     }
 }
 
-fn farm_view(f: &TestFarm) -> Result<FarmView, String> {
+/// A test farm as the runtime hands farms over: the member table and figures behind the farm
+/// resource, and the live state of the call.
+struct ToolFarm {
+    table: FarmTable,
+    figures: Vec<MemberFigures>,
+}
+
+impl FarmFacts for ToolFarm {
+    fn table(&self) -> FarmTable {
+        self.table.clone()
+    }
+
+    fn figures(&self) -> Vec<MemberFigures> {
+        self.figures.clone()
+    }
+}
+
+fn tool_farm(f: &TestFarm) -> Result<(Arc<dyn FarmFacts>, FarmLive), String> {
     let mut members = Vec::new();
-    for (i, m) in f.members.iter().enumerate() {
+    let mut live = Vec::new();
+    let mut figures = Vec::new();
+    for m in &f.members {
         let state = match m.state.as_str() {
             "active" => MemberStateView::Active,
             "out-of-service" => MemberStateView::OutOfService,
@@ -621,22 +633,76 @@ fn farm_view(f: &TestFarm) -> Result<FarmView, String> {
             "unable-to-verify" => MemberStateView::UnableToVerify,
             other => return Err(format!("member {}: unknown state \"{other}\"", m.name)),
         };
-        members.push(MemberView {
-            id: i as u32,
+        members.push(MemberInfo {
             name: m.name.clone(),
             weight: m.weight,
+        });
+        live.push(MemberLive {
             state,
             in_flight: m.in_flight,
+        });
+        figures.push(MemberFigures {
             latency_ewma_us: m.latency_ewma_us,
             requests: m.requests,
             failures: m.failures,
             bytes: m.bytes,
         });
     }
-    Ok(FarmView {
-        name: f.name.clone(),
-        members,
+    let farm = ToolFarm {
+        table: FarmTable {
+            name: f.name.clone(),
+            members,
+        },
+        figures,
+    };
+    let live = FarmLive {
+        table: 1,
+        members: live,
         sticky_member: f.sticky_member,
         sequence: f.sequence,
-    })
+    };
+    Ok((Arc::new(farm), live))
+}
+
+/// The test input's request as the runtime hands requests over.
+fn request_facts(r: &TestRequest) -> Result<Arc<RequestFacts>, String> {
+    let method = http::Method::from_bytes(r.method.as_bytes())
+        .map_err(|_| format!("request.method: \"{}\" is not an HTTP method", r.method))?;
+    let target = match &r.query {
+        Some(q) => format!("{}?{q}", r.path),
+        None => r.path.clone(),
+    };
+    let uri = target
+        .parse::<http::Uri>()
+        .map_err(|e| format!("request.path: \"{target}\" is not a request target: {e}"))?;
+    let client_addr = r.client_addr.parse().map_err(|_| {
+        format!(
+            "request.client_addr: \"{}\" is not an IP address",
+            r.client_addr
+        )
+    })?;
+    Ok(Arc::new(RequestFacts {
+        method,
+        scheme: if r.scheme == "https" { "https" } else { "http" },
+        host: header_value(&r.host)?,
+        uri,
+        headers: header_map(&r.headers)?,
+        client_addr,
+        listener: Arc::from(r.listener.as_str()),
+        rule: Arc::from(r.rule.as_str()),
+    }))
+}
+
+fn header_value(v: &str) -> Result<http::HeaderValue, String> {
+    http::HeaderValue::from_str(v).map_err(|_| format!("\"{v}\" is not a valid header value"))
+}
+
+fn header_map(headers: &[(String, String)]) -> Result<http::HeaderMap, String> {
+    let mut map = http::HeaderMap::new();
+    for (n, v) in headers {
+        let name = http::HeaderName::from_bytes(n.as_bytes())
+            .map_err(|_| format!("\"{n}\" is not a valid header name"))?;
+        map.append(name, header_value(v)?);
+    }
+    Ok(map)
 }

@@ -1,111 +1,124 @@
-//! The views plugins get: the request, a member's response, the farm with its members' live
-//! figures, and the header block of the contract. Built from the request path's own types; what
-//! a plugin decides from them is `policy`'s.
+//! What plugins are handed, made from the request path's own types: the request (once per
+//! request, shared by every call about it), a member's response, the farm's live state per call
+//! and, when a plugin asks, its member table and figures. What a plugin decides from them is
+//! `policy`'s.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use http::header;
+use http::HeaderValue;
 use http::request::Parts;
 
-use crate::config::RuleConfig;
-use crate::farm::{Farm, MemberState};
+use crate::farm::{Farm, MemberState, Tried};
 use crate::generation::{ConnInfo, Generation};
-use crate::plugins::{FarmView, MemberStateView, MemberView, RequestView, ResponseView};
+use crate::plugins::{
+    FarmFacts, FarmLive, FarmTable, MemberFigures, MemberInfo, MemberLive, MemberStateView,
+    RequestFacts, ResponseFacts,
+};
 
-/// The request as plugins see it.
-pub fn request_view(
+/// The request as plugins read it. The head is copied once (its values are shared buffers, so
+/// this copies no header bytes), only for requests a plugin is asked about.
+pub fn request_facts(
     parts: &Parts,
     conn: &ConnInfo,
     generation: &Generation,
     rule: usize,
-    host: &str,
-) -> RequestView {
-    RequestView {
-        method: parts.method.to_string(),
-        scheme: conn.proto.to_string(),
-        host: host.to_string(),
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().map(str::to_string),
-        headers: header_block(&parts.headers),
+    host: Option<&HeaderValue>,
+) -> Arc<RequestFacts> {
+    Arc::new(RequestFacts {
+        method: parts.method.clone(),
+        scheme: conn.proto,
+        host: host.cloned().unwrap_or(HeaderValue::from_static("")),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
         client_addr: crate::headers::client_ip(
             conn.client.ip(),
             &parts.headers,
             &generation.config.proxy.trusted_proxies,
-        )
-        .to_string(),
-        listener: conn.listener.to_string(),
-        rule: generation.config.rules[rule].name.clone(),
-    }
+        ),
+        listener: Arc::clone(&conn.listener),
+        rule: Arc::clone(&generation.rule_names[rule]),
+    })
 }
 
-/// A member's response as link-translation plugins see it. `public_host` is the Host the client
-/// asked for; the internal name is the rule's internal site name (empty when it has none).
-pub fn response_view(
-    parts: &http::response::Parts,
-    rule: &RuleConfig,
-    public_host: &str,
-    scheme: &str,
-) -> ResponseView {
-    ResponseView {
-        rule: rule.name.clone(),
-        public_name: public_host.to_string(),
-        internal_name: rule.internal_site_name.clone().unwrap_or_default(),
-        public_scheme: scheme.to_string(),
+/// A member's response as link-translation plugins read it. The headers are lent: they move
+/// into the facts and back out with [`ResponseFacts::into_headers`].
+pub fn response_facts(
+    parts: &mut http::response::Parts,
+    generation: &Generation,
+    rule: usize,
+    public_host: Option<&HeaderValue>,
+    scheme: &'static str,
+) -> Arc<ResponseFacts> {
+    Arc::new(ResponseFacts {
+        rule: Arc::clone(&generation.rule_names[rule]),
+        internal_name: Arc::clone(&generation.internal_names[rule]),
+        public_name: public_host.cloned().unwrap_or(HeaderValue::from_static("")),
+        public_scheme: scheme,
         status: parts.status.as_u16(),
-        content_type: parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        headers: header_block(&parts.headers),
-    }
+        headers: std::mem::take(&mut parts.headers),
+    })
 }
 
-/// Headers as the plugin contract's header block: `name: value` lines joined by `\n`.
-pub fn header_block(headers: &http::HeaderMap) -> String {
-    let mut block = String::with_capacity(headers.len() * 32);
-    for (n, v) in headers {
-        if let Ok(v) = v.to_str() {
-            if !block.is_empty() {
-                block.push('\n');
-            }
-            block.push_str(n.as_str());
-            block.push_str(": ");
-            block.push_str(v);
-        }
-    }
-    block
-}
-
-/// The farm as affinity plugins see it: members by index, with their live figures; `sticky` is
-/// the member the client's genuine affinity cookie names. Each view takes the next number of the
+/// The farm's live state for one member choice: each member's state and requests in flight,
+/// `sticky` the member the client's genuine affinity cookie names. Members in `tried` (a
+/// request being tried again) are handed as out of service. Each takes the next number of the
 /// farm's choice sequence.
-pub fn farm_view(farm: &Farm, sticky: Option<u32>) -> FarmView {
-    FarmView {
-        name: farm.name.clone(),
+pub fn farm_live(farm: &Farm, sticky: Option<u32>, tried: &Tried) -> FarmLive {
+    FarmLive {
+        table: farm.table_number(),
         members: farm
             .members()
             .iter()
             .enumerate()
-            .map(|(i, m)| MemberView {
-                id: i as u32,
-                name: m.name.clone(),
-                weight: m.weight(),
-                state: match farm.effective_state(m) {
-                    MemberState::Active => MemberStateView::Active,
-                    MemberState::OutOfService => MemberStateView::OutOfService,
-                    MemberState::Draining => MemberStateView::Draining,
-                    MemberState::Removed => MemberStateView::Removed,
-                    MemberState::UnableToVerify => MemberStateView::UnableToVerify,
+            .map(|(i, m)| MemberLive {
+                state: if tried.contains(i) {
+                    MemberStateView::OutOfService
+                } else {
+                    state_view(farm.effective_state(m))
                 },
                 in_flight: m.stats.in_flight.load(Ordering::Relaxed),
+            })
+            .collect(),
+        sticky_member: sticky,
+        sequence: farm.sequence.fetch_add(1, Ordering::Relaxed),
+    }
+}
+
+fn state_view(s: MemberState) -> MemberStateView {
+    match s {
+        MemberState::Active => MemberStateView::Active,
+        MemberState::OutOfService => MemberStateView::OutOfService,
+        MemberState::Draining => MemberStateView::Draining,
+        MemberState::Removed => MemberStateView::Removed,
+        MemberState::UnableToVerify => MemberStateView::UnableToVerify,
+    }
+}
+
+impl FarmFacts for Farm {
+    fn table(&self) -> FarmTable {
+        FarmTable {
+            name: self.name.clone(),
+            members: self
+                .members()
+                .iter()
+                .map(|m| MemberInfo {
+                    name: m.name.clone(),
+                    weight: m.weight(),
+                })
+                .collect(),
+        }
+    }
+
+    fn figures(&self) -> Vec<MemberFigures> {
+        self.members()
+            .iter()
+            .map(|m| MemberFigures {
                 latency_ewma_us: m.stats.latency_ewma_us.load(Ordering::Relaxed),
                 requests: m.stats.requests.load(Ordering::Relaxed),
                 failures: m.stats.failures.load(Ordering::Relaxed),
                 bytes: m.stats.bytes.load(Ordering::Relaxed),
             })
-            .collect(),
-        sticky_member: sticky,
-        sequence: farm.sequence.fetch_add(1, Ordering::Relaxed),
+            .collect()
     }
 }

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
 
+use super::facts::{FarmFacts, Handed, ProbeResult, RequestFacts, ResponseFacts, borrow};
 use super::instances::{EPOCH_TICK, epoch_ticks};
 use super::instances::{Instance, put_cached, take_cached};
 use super::loading::describe;
 use super::{
-    AffinityDecision, FarmView, HealthVerdict, Plugin, ProbeResult, RequestView, ResponseView,
-    RouteDecision, Runtime, RuntimeError, TranslationDecision,
+    AffinityDecision, FarmLive, HealthVerdict, Plugin, RouteDecision, Runtime, RuntimeError,
+    TranslationDecision,
 };
 
 /// How long the epoch keeps advancing after the last plugin is unloaded; longer than
@@ -116,13 +117,14 @@ impl Runtime {
     pub async fn route(
         &self,
         plugin: &Arc<Plugin>,
-        req: &RequestView,
+        req: &Arc<RequestFacts>,
     ) -> Result<RouteDecision, PluginFailure> {
         let mut instance = self.checkout(plugin, "router").await?;
+        instance.store.data_mut().handed.request = Some(Arc::clone(req));
         let result = instance
             .bindings
             .farmgate_plugin_router()
-            .call_route(&mut instance.store, req)
+            .call_route(&mut instance.store, borrow())
             .await;
         self.finish(plugin, "router", instance, result)
     }
@@ -133,7 +135,7 @@ impl Runtime {
     pub async fn route_on_fresh_instance(
         &self,
         plugin: &Arc<Plugin>,
-        req: &RequestView,
+        req: &Arc<RequestFacts>,
     ) -> Result<RouteDecision, String> {
         let (mut instance, _) = plugin
             .instantiate(self.settings.load().call_timeout)
@@ -141,10 +143,11 @@ impl Runtime {
         instance
             .store
             .set_epoch_deadline(self.deadline_ticks(plugin));
+        instance.store.data_mut().handed.request = Some(Arc::clone(req));
         instance
             .bindings
             .farmgate_plugin_router()
-            .call_route(&mut instance.store, req)
+            .call_route(&mut instance.store, borrow())
             .await
             .map_err(|e| describe(&e))
     }
@@ -153,13 +156,14 @@ impl Runtime {
     pub async fn decide_translation(
         &self,
         plugin: &Arc<Plugin>,
-        resp: &ResponseView,
+        resp: &Arc<ResponseFacts>,
     ) -> Result<TranslationDecision, PluginFailure> {
         let mut instance = self.checkout(plugin, "link-translation").await?;
+        instance.store.data_mut().handed.response = Some(Arc::clone(resp));
         let result = instance
             .bindings
             .farmgate_plugin_link_translation()
-            .call_decide(&mut instance.store, resp)
+            .call_decide(&mut instance.store, borrow())
             .await;
         self.finish(plugin, "link-translation", instance, result)
     }
@@ -168,13 +172,14 @@ impl Runtime {
     pub async fn evaluate_health(
         &self,
         plugin: &Arc<Plugin>,
-        probe: &ProbeResult,
+        probe: &Arc<ProbeResult>,
     ) -> Result<HealthVerdict, PluginFailure> {
         let mut instance = self.checkout(plugin, "health-evaluation").await?;
+        instance.store.data_mut().handed.probe = Some(Arc::clone(probe));
         let result = instance
             .bindings
             .farmgate_plugin_health_evaluation()
-            .call_evaluate(&mut instance.store, probe)
+            .call_evaluate(&mut instance.store, borrow())
             .await;
         self.finish(plugin, "health-evaluation", instance, result)
     }
@@ -183,18 +188,22 @@ impl Runtime {
     pub async fn choose(
         &self,
         plugin: &Arc<Plugin>,
-        req: &RequestView,
-        farm: &FarmView,
+        req: &Arc<RequestFacts>,
+        farm: &Arc<dyn FarmFacts>,
+        live: &FarmLive,
     ) -> Result<AffinityDecision, PluginFailure> {
         let mut instance = self.checkout(plugin, "affinity").await?;
+        let handed = &mut instance.store.data_mut().handed;
+        handed.request = Some(Arc::clone(req));
+        handed.farm = Some(Arc::clone(farm));
         let result = instance
             .bindings
             .farmgate_plugin_affinity()
-            .call_choose(&mut instance.store, req, farm)
+            .call_choose(&mut instance.store, borrow(), borrow(), live)
             .await;
         let decision = self.finish(plugin, "affinity", instance, result)?;
         if let AffinityDecision::Member(m) = &decision
-            && !farm.members.iter().any(|v| v.id == m.id)
+            && m.id as usize >= live.members.len()
         {
             return Err(self.invalid(
                 plugin,
@@ -202,7 +211,7 @@ impl Runtime {
                 format!(
                     "chose member {} but the farm has {} members",
                     m.id,
-                    farm.members.len()
+                    live.members.len()
                 ),
             ));
         }
@@ -253,9 +262,11 @@ impl Runtime {
         &self,
         plugin: &Arc<Plugin>,
         hook: &'static str,
-        instance: Instance,
+        mut instance: Instance,
         result: wasmtime::Result<R>,
     ) -> Result<R, PluginFailure> {
+        // What the call was handed goes back now (a response's headers are taken back whole).
+        instance.store.data_mut().handed = Handed::default();
         match result {
             Ok(r) => {
                 let stats = &plugin.stats;

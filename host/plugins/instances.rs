@@ -12,6 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::facts::Handed;
 use super::loading::describe;
 use super::{Hook, Plugin, bindings};
 
@@ -65,6 +66,8 @@ pub(super) struct State {
     limits: StoreLimits,
     plugin: Arc<str>,
     started: Instant,
+    /// What the call under way was handed.
+    pub(super) handed: Handed,
 }
 
 impl WasiView for State {
@@ -75,8 +78,6 @@ impl WasiView for State {
         }
     }
 }
-
-impl bindings::farmgate::plugin::types::Host for State {}
 
 impl bindings::farmgate::plugin::host::Host for State {
     fn log(&mut self, level: bindings::farmgate::plugin::host::LogLevel, message: String) {
@@ -170,6 +171,7 @@ impl Plugin {
                 InstanceGuard(Arc::clone(&self.live))
             },
             started: Instant::now(),
+            handed: Handed::default(),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limits);

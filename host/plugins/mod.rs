@@ -31,6 +31,7 @@ mod bindings {
 
 mod cache;
 mod calling;
+mod facts;
 mod instances;
 mod loading;
 mod watch;
@@ -40,7 +41,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -53,13 +54,14 @@ pub use bindings::exports::farmgate::plugin::router::{
     DirectResponse, ForwardTo, RedirectTo, RouteDecision,
 };
 pub use bindings::farmgate::plugin::types::{
-    FarmView, Hook, MemberState as MemberStateView, MemberView, ProbeResult, RequestView,
-    ResponseView,
+    FarmLive, FarmTable, Hook, MemberFigures, MemberInfo, MemberLive,
+    MemberState as MemberStateView,
 };
 
 use crate::config::{Binding, PluginConfig, PluginSettings};
 
 pub use calling::PluginFailure;
+pub use facts::{FarmFacts, ProbeResult, RequestFacts, ResponseFacts, header_block};
 pub use instances::Live;
 pub use loading::{CONTRACT_PACKAGE, CONTRACT_VERSION};
 pub use watch::{rescan, watch_folder};
@@ -82,7 +84,19 @@ pub struct Runtime {
     /// Files whose latest content was refused: (file, reason, plugin name, content hash).
     rejected: std::sync::Mutex<Vec<(String, String, String, String)>>,
     live: Arc<Live>,
+    /// Counts installs of the plugin set and of the built-ins: a chain assembled at one count
+    /// holds until the next.
+    installs: AtomicU64,
 }
+
+/// A chain of plugins for one hook and binding, in order: every plugin bound, enabled or not
+/// (a call skips the disabled ones, see [`Runtime::enabled`]).
+pub type Chain = Arc<[Arc<Plugin>]>;
+
+/// Where a chain is kept between changes of the plugin set, so a request finds it with one
+/// atomic load rather than assembling it.
+#[derive(Default)]
+pub struct ChainSlot(ArcSwapOption<(u64, Chain)>);
 
 /// The plugins loaded now, in file-name order.
 #[derive(Default)]
@@ -150,6 +164,7 @@ impl Runtime {
             scans: AtomicU64::new(0),
             rejected: std::sync::Mutex::new(Vec::new()),
             live: Arc::new(Live::default()),
+            installs: AtomicU64::new(0),
         }))
     }
 
@@ -170,11 +185,53 @@ impl Runtime {
     /// Replaces the plugin set (the watcher's job).
     pub fn install(&self, set: PluginSet) {
         self.set.store(Arc::new(set));
+        self.installs.fetch_add(1, Ordering::Release);
     }
 
     /// Replaces the built-in plugins (made from the config at start).
     pub fn install_builtins(&self, builtins: Vec<Arc<Plugin>>) {
         self.builtins.store(Arc::new(builtins));
+        self.installs.fetch_add(1, Ordering::Release);
+    }
+
+    /// The chain for `hook` under `binding`, ended by the built-in for the hook when `builtin`,
+    /// as kept in `slot`; assembled again when the plugin set or the built-ins changed since.
+    pub fn chain_in(
+        &self,
+        slot: &ChainSlot,
+        hook: Hook,
+        binding: &Binding,
+        builtin: bool,
+    ) -> Chain {
+        let installs = self.installs.load(Ordering::Acquire);
+        if let Some(kept) = &*slot.0.load()
+            && kept.0 == installs
+        {
+            return Arc::clone(&kept.1);
+        }
+        let set = self.set.load();
+        let bound = |p: &&Arc<Plugin>| p.hooks.contains(&hook);
+        let mut chain: Vec<Arc<Plugin>> = match binding {
+            Binding::Folder => set.plugins.iter().filter(bound).cloned().collect(),
+            Binding::Named(names) => names
+                .iter()
+                .filter_map(|n| set.plugins.iter().find(|p| &p.name == n))
+                .filter(bound)
+                .cloned()
+                .collect(),
+        };
+        if builtin {
+            chain.extend(self.builtins.load().iter().filter(bound).cloned());
+        }
+        let chain: Chain = chain.into();
+        slot.0.store(Some(Arc::new((installs, Arc::clone(&chain)))));
+        chain
+    }
+
+    /// Whether a plugin of a chain is asked now (it is not disabled after repeated failures).
+    pub fn enabled(&self, plugin: &Plugin) -> bool {
+        let until = plugin.stats.disabled_until_ms.load(Ordering::Relaxed);
+        until == 0 || until <= self.now_ms()
     }
 
     /// The built-in plugins.

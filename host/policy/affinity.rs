@@ -12,14 +12,14 @@ use super::fail;
 use crate::error::ProxyError;
 use crate::farm::{Farm, Member, MemberState, Tried};
 use crate::generation::Generation;
-use crate::plugins::{AffinityDecision, Hook, Plugin, RequestView, Runtime};
-use crate::views::farm_view;
+use crate::plugins::{AffinityDecision, Chain, FarmFacts, Hook, RequestFacts, Runtime};
+use crate::views::farm_live;
 
 /// A farm's member choice for one request.
 pub struct Balancer<'a> {
     runtime: &'a Runtime,
-    farm: &'a Farm,
-    plugins: Vec<Arc<Plugin>>,
+    farm: &'a Arc<Farm>,
+    plugins: Chain,
     /// The member the client's genuine affinity cookie names.
     sticky: Option<u32>,
 }
@@ -41,9 +41,13 @@ impl<'a> Balancer<'a> {
         farm: usize,
         headers: &HeaderMap,
     ) -> Balancer<'a> {
-        let mut plugins = runtime.chain(Hook::Affinity, &generation.config.farms[farm].affinity);
-        plugins.extend(runtime.builtin(Hook::Affinity));
-        let farm = generation.farms[farm].as_ref();
+        let plugins = runtime.chain_in(
+            &generation.chains.affinity[farm],
+            Hook::Affinity,
+            &generation.config.farms[farm].affinity,
+            true,
+        );
+        let farm = &generation.farms[farm];
         Balancer {
             runtime,
             farm,
@@ -52,7 +56,7 @@ impl<'a> Balancer<'a> {
         }
     }
 
-    /// Whether a plugin is asked, and so needs the request view.
+    /// Whether a plugin is asked, and so needs the request's facts.
     pub fn asks_plugins(&self) -> bool {
         !self.plugins.is_empty()
     }
@@ -61,12 +65,12 @@ impl<'a> Balancer<'a> {
     /// empty); members in `tried` are skipped by the host's choice.
     pub async fn choose(
         &self,
-        view: Option<&RequestView>,
+        req: Option<&Arc<RequestFacts>>,
         tried: &Tried,
     ) -> Result<Chosen, ProxyError> {
         if tried.is_empty()
-            && let Some(view) = view
-            && let Some(chosen) = self.ask(view).await?
+            && let Some(req) = req
+            && let Some(chosen) = self.ask(req, tried).await?
         {
             return Ok(chosen);
         }
@@ -86,21 +90,26 @@ impl<'a> Balancer<'a> {
 
     /// Asks the affinity chain. `Ok(None)`: every plugin passed (or chose a member that cannot
     /// take requests now), so the host's own choice decides.
-    async fn ask(&self, view: &RequestView) -> Result<Option<Chosen>, ProxyError> {
+    async fn ask(
+        &self,
+        req: &Arc<RequestFacts>,
+        tried: &Tried,
+    ) -> Result<Option<Chosen>, ProxyError> {
         if self.plugins.is_empty() {
             return Ok(None);
         }
         let farm = self.farm;
-        let farm_view = farm_view(farm, self.sticky);
-        for plugin in &self.plugins {
-            match self.runtime.choose(plugin, view, &farm_view).await {
+        let live = farm_live(farm, self.sticky, tried);
+        let facts: Arc<dyn FarmFacts> = Arc::clone(farm) as Arc<dyn FarmFacts>;
+        for plugin in self.plugins.iter().filter(|p| self.runtime.enabled(p)) {
+            match self.runtime.choose(plugin, req, &facts, &live).await {
                 Ok(AffinityDecision::Pass) => {}
                 Ok(AffinityDecision::Member(choice)) => {
                     let index = choice.id as usize;
                     let members = farm.members();
                     let Some(member) = members.get(index) else {
-                        // A member added since the view was made cannot have been chosen; the
-                        // runtime checked the id against the view.
+                        // A member added since the live state was taken cannot have been
+                        // chosen; the runtime checked the id against it.
                         return Ok(None);
                     };
                     let usable = matches!(

@@ -10,29 +10,28 @@ use hyper::body::Incoming;
 
 use super::fail;
 use crate::body::{Completion, ProxyBody};
-use crate::config::RuleConfig;
 use crate::error::ProxyError;
 use crate::generation::Generation;
-use crate::plugins::{Hook, Plugin, ResponseView, Runtime, Translation, TranslationDecision};
+use crate::plugins::{Chain, Hook, ResponseFacts, Runtime, Translation, TranslationDecision};
 use crate::translate::{self, BodyTranslator, Coding, Mappings, MatcherCache};
-use crate::views::response_view;
+use crate::views::response_facts;
 
 /// A rule's link-translation chain.
 pub struct LinksChain<'a> {
     runtime: &'a Runtime,
-    matchers: &'a MatcherCache,
-    plugins: Vec<Arc<Plugin>>,
+    generation: &'a Generation,
+    rule: usize,
+    plugins: Chain,
 }
 
 /// A member's response head on its way to the client, with what link translation needs to know
 /// about the request.
 pub struct ResponseHead<'a> {
     pub parts: &'a mut http::response::Parts,
-    pub rule: &'a RuleConfig,
     /// The Host the client asked for.
-    pub public_host: &'a str,
+    pub public_host: Option<&'a HeaderValue>,
     /// `http` or `https`, as the client spoke.
-    pub proto: &'a str,
+    pub proto: &'static str,
     /// The request was HEAD: the response has no body whatever its headers say.
     pub head_only: bool,
 }
@@ -44,16 +43,16 @@ impl<'a> LinksChain<'a> {
         generation: &'a Generation,
         rule: usize,
     ) -> Option<LinksChain<'a>> {
-        let mut plugins = runtime.chain(
+        let plugins = runtime.chain_in(
+            &generation.chains.links[rule],
             Hook::LinkTranslation,
             &generation.config.rules[rule].link_translation,
+            generation.builtin_links[rule],
         );
-        if generation.builtin_links[rule] {
-            plugins.extend(runtime.builtin(Hook::LinkTranslation));
-        }
         (!plugins.is_empty()).then_some(LinksChain {
             runtime,
-            matchers: &generation.matchers,
+            generation,
+            rule,
             plugins,
         })
     }
@@ -66,11 +65,19 @@ impl<'a> LinksChain<'a> {
         body: Incoming,
         completion: Completion,
     ) -> Result<ProxyBody, ProxyError> {
-        let view = response_view(head.parts, head.rule, head.public_host, head.proto);
-        Ok(match self.decide(&view).await? {
+        let facts = response_facts(
+            head.parts,
+            self.generation,
+            self.rule,
+            head.public_host,
+            head.proto,
+        );
+        let decided = self.decide(&facts).await;
+        head.parts.headers = ResponseFacts::into_headers(facts);
+        Ok(match decided? {
             Some(t) => translate_response(
                 t,
-                self.matchers,
+                &self.generation.matchers,
                 head.parts,
                 body,
                 head.head_only,
@@ -81,9 +88,9 @@ impl<'a> LinksChain<'a> {
     }
 
     /// Asks the chain what to rewrite in a response. `Ok(None)`: nothing.
-    async fn decide(&self, view: &ResponseView) -> Result<Option<Translation>, ProxyError> {
-        for plugin in &self.plugins {
-            match self.runtime.decide_translation(plugin, view).await {
+    async fn decide(&self, resp: &Arc<ResponseFacts>) -> Result<Option<Translation>, ProxyError> {
+        for plugin in self.plugins.iter().filter(|p| self.runtime.enabled(p)) {
+            match self.runtime.decide_translation(plugin, resp).await {
                 Ok(TranslationDecision::Pass) => {}
                 Ok(TranslationDecision::Translate(t)) => return Ok(Some(t)),
                 Ok(TranslationDecision::Transform) => fail(self.runtime.invalid(

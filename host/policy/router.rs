@@ -14,7 +14,7 @@ use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::generation::Generation;
 use crate::headers;
-use crate::plugins::{Hook, Plugin, RequestView, RouteDecision, Runtime};
+use crate::plugins::{Chain, Hook, RequestFacts, RouteDecision, Runtime};
 
 /// What a router chain decided.
 pub enum Routed {
@@ -62,7 +62,7 @@ impl Rewrite {
 pub struct RouterChain<'a> {
     runtime: &'a Runtime,
     generation: &'a Generation,
-    plugins: Vec<Arc<Plugin>>,
+    plugins: Chain,
 }
 
 impl<'a> RouterChain<'a> {
@@ -72,10 +72,12 @@ impl<'a> RouterChain<'a> {
         generation: &'a Generation,
         rule: usize,
     ) -> Option<RouterChain<'a>> {
-        let mut plugins = runtime.chain(Hook::Router, &generation.config.rules[rule].router);
-        if generation.builtin_router[rule] {
-            plugins.extend(runtime.builtin(Hook::Router));
-        }
+        let plugins = runtime.chain_in(
+            &generation.chains.router[rule],
+            Hook::Router,
+            &generation.config.rules[rule].router,
+            generation.builtin_router[rule],
+        );
         (!plugins.is_empty()).then_some(RouterChain {
             runtime,
             generation,
@@ -84,9 +86,9 @@ impl<'a> RouterChain<'a> {
     }
 
     /// Asks the chain. `Ok(None)`: every plugin passed.
-    pub async fn decide(&self, view: &RequestView) -> Result<Option<Routed>, ProxyError> {
-        for plugin in &self.plugins {
-            let decision = match self.runtime.route(plugin, view).await {
+    pub async fn decide(&self, req: &Arc<RequestFacts>) -> Result<Option<Routed>, ProxyError> {
+        for plugin in self.plugins.iter().filter(|p| self.runtime.enabled(p)) {
+            let decision = match self.runtime.route(plugin, req).await {
                 Ok(d) => d,
                 Err(f) => {
                     fail(f)?;

@@ -19,7 +19,7 @@ use crate::error::ProxyError;
 use crate::farm::{FailureKind, Farm, Member};
 use crate::generation::{ConnInfo, Generation};
 use crate::headers::{self, Forwarding};
-use crate::plugins::RequestView;
+use crate::plugins::RequestFacts;
 use crate::policy::Rewrite;
 use crate::upgrade::Upgrade;
 use crate::upstream::ReqBody;
@@ -139,13 +139,13 @@ impl<'a> Exchange<'a> {
     }
 
     /// The request as plugins see it (built at most once, before the head is rewritten).
-    pub(super) fn request_view(&self, parts: &Parts) -> RequestView {
-        crate::views::request_view(
+    pub(super) fn request_facts(&self, parts: &Parts) -> Arc<RequestFacts> {
+        crate::views::request_facts(
             parts,
             self.conn,
             self.generation,
             self.rule_index(),
-            self.host(),
+            self.client_host.as_ref(),
         )
     }
 

@@ -39,7 +39,7 @@ use crate::error::{ProxyError, Retry};
 use crate::farm::{InFlight, Member, Tried};
 use crate::generation::{ConnInfo, Generation};
 use crate::headers;
-use crate::plugins::{RequestView, Runtime};
+use crate::plugins::{RequestFacts, Runtime};
 use crate::policy::{Balancer, Chosen, LinksChain, ResponseHead, Rewrite, Routed, RouterChain};
 use crate::pool::{Pool, Pooled};
 use crate::upgrade::Upgrade;
@@ -138,8 +138,8 @@ impl Proxy {
         if let Some(resp) = ex.https_redirect(&parts) {
             return Ok(resp);
         }
-        let mut view = None;
-        let rewrite = match self.router_chain(ex, &parts, &mut view).await? {
+        let mut facts = None;
+        let rewrite = match self.router_chain(ex, &parts, &mut facts).await? {
             Routed::Forward(rewrite) => rewrite,
             Routed::Respond(resp) => {
                 ex.origin = Origin::Router;
@@ -151,12 +151,12 @@ impl Proxy {
         ex.span
             .record("farm", ex.generation.farms[farm].name.as_str());
         let balancer = Balancer::for_farm(&self.plugins, ex.generation, farm, &parts.headers);
-        if balancer.asks_plugins() && view.is_none() {
-            view = Some(ex.request_view(&parts));
+        if balancer.asks_plugins() && facts.is_none() {
+            facts = Some(ex.request_facts(&parts));
         }
         let out = ex.upstream_request(parts, body, rewrite)?;
         let head_only = out.head_only;
-        let (resp, answered, upgrade) = self.attempts(ex, &balancer, view.as_ref(), out).await?;
+        let (resp, answered, upgrade) = self.attempts(ex, &balancer, facts.as_ref(), out).await?;
         tracing::trace!(
             elapsed_ms = start.elapsed().as_secs_f64() * 1000.0,
             "response head forwarded"
@@ -170,15 +170,15 @@ impl Proxy {
         &self,
         ex: &Exchange<'_>,
         parts: &Parts,
-        view: &mut Option<RequestView>,
+        facts: &mut Option<Arc<RequestFacts>>,
     ) -> Result<Routed, ProxyError> {
         let Some(chain) = RouterChain::for_rule(&self.plugins, ex.generation, ex.rule_index())
         else {
             return Ok(Routed::Forward(Rewrite::default()));
         };
-        let view = view.insert(ex.request_view(parts));
+        let facts = facts.insert(ex.request_facts(parts));
         Ok(chain
-            .decide(view)
+            .decide(facts)
             .await?
             .unwrap_or_else(|| Routed::Forward(Rewrite::default())))
     }
@@ -189,7 +189,7 @@ impl Proxy {
         &self,
         ex: &mut Exchange<'_>,
         balancer: &Balancer<'_>,
-        view: Option<&RequestView>,
+        facts: Option<&Arc<RequestFacts>>,
         out: Outgoing,
     ) -> Result<(Response<Incoming>, Answered, Option<Upgrade>), ProxyError> {
         let Outgoing {
@@ -202,8 +202,12 @@ impl Proxy {
         let farm = ex.farm();
         let mut tried = Tried::default();
         let mut retries_left = ex.generation.config.proxy.connect_retries;
+        // An idempotent request without a body can be sent again, elsewhere or on a fresh
+        // connection, if a member fails it before answering: one copy of its head is kept for
+        // that, and copied again only when it is needed.
+        let again = (upgrade.is_none() && replayable(&req)).then(|| clone_head(&req));
         loop {
-            let chosen = balancer.choose(view, &tried).await?;
+            let chosen = balancer.choose(facts, &tried).await?;
             let member = Arc::clone(&chosen.member);
             ex.member = Some(Arc::clone(&member));
             if per_member_host {
@@ -215,12 +219,9 @@ impl Proxy {
                 ex.rule_config().internal_site_name.as_deref(),
                 upgrade.is_some(),
             );
-            // An idempotent request without a body can be sent again elsewhere if this member
-            // fails it before answering; keep its head for that.
-            let again = (upgrade.is_none() && replayable(&req)).then(|| clone_head(&req));
             let in_flight = member.begin();
             let sent_at = Instant::now();
-            let failed = match self.attempt(ex, &member, &route, req).await {
+            let failed = match self.attempt(ex, &member, &route, req, again.as_ref()).await {
                 Ok((resp, pooled)) => {
                     let upstream = sent_at.elapsed();
                     member.record_latency(upstream);
@@ -247,7 +248,7 @@ impl Proxy {
             let (next, why) = match failed.error.retry() {
                 Retry::Unsent => (failed.unsent, "no connection to the member; trying another"),
                 Retry::IfReplayable => (
-                    again,
+                    again.as_ref().map(clone_head),
                     "member failed the request before answering; trying another",
                 ),
                 Retry::Never => (None, ""),
@@ -265,13 +266,15 @@ impl Proxy {
 
     /// One attempt on one member. A pooled connection that turns out to be closed is replaced
     /// by a fresh one once: when hyper hands the unsent request back, or, for a request with no
-    /// body and an idempotent method, when the stale connection closed before answering.
+    /// body and an idempotent method (`again`, its head), when the stale connection closed
+    /// before answering.
     async fn attempt(
         &self,
         ex: &Exchange<'_>,
         member: &Member,
         route: &Route,
         mut req: Request<ReqBody>,
+        again: Option<&Request<ReqBody>>,
     ) -> Result<(Response<Incoming>, Pooled), Failed> {
         let farm = &ex.farm().name;
         let timeout = ex.generation.config.proxy.response_timeout;
@@ -295,15 +298,21 @@ impl Proxy {
                     });
                 }
             };
+            // What the copy lacks that this attempt set: the member's own Host.
+            let host = req.headers().get(header::HOST).cloned();
             fit_request(&mut req, pooled.sender.is_h2(), route.scheme());
-            let replay = (pooled.reused && replayable(&req)).then(|| clone_head(&req));
             match tokio::time::timeout(timeout, pooled.sender.try_send_request(req)).await {
                 Ok(Ok(resp)) => return Ok((resp, pooled)),
                 Ok(Err(mut e)) if pooled.reused && !fresh => {
                     fresh = true;
-                    match (e.take_message(), replay) {
+                    match (e.take_message(), again) {
                         (Some(unsent), _) => req = unsent,
-                        (None, Some(head)) => req = head,
+                        (None, Some(head)) => {
+                            req = clone_head(head);
+                            if let Some(host) = host {
+                                req.headers_mut().insert(header::HOST, host);
+                            }
+                        }
                         (None, None) => {
                             return Err(failed(ProxyError::exchange(
                                 farm,
@@ -391,8 +400,7 @@ impl Proxy {
             Some(chain) => {
                 let head = ResponseHead {
                     parts: &mut parts,
-                    rule: ex.rule_config(),
-                    public_host: ex.host(),
+                    public_host: ex.client_host.as_ref(),
                     proto: ex.conn.proto,
                     head_only,
                 };

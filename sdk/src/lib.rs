@@ -21,7 +21,7 @@
 //!
 //! impl Router for V2 {
 //!     fn route(&self, req: &Request) -> RouteDecision {
-//!         if req.path.starts_with("/v2/") {
+//!         if req.path().starts_with("/v2/") {
 //!             RouteDecision::to_farm(&self.farm)
 //!         } else {
 //!             RouteDecision::Pass
@@ -44,11 +44,15 @@
 //! cap. A plugin instance serves one call at a time, so `&self` state needs no locking; use
 //! `Cell`/`RefCell` for state that changes between calls.
 
+mod decisions;
+mod farm;
 pub mod hash;
+pub mod headers;
 pub mod log;
+mod request;
+mod response;
 mod settings;
 pub mod testing;
-pub mod views;
 
 #[doc(hidden)]
 pub mod bindings {
@@ -70,10 +74,10 @@ pub use bindings::exports::farmgate::plugin::link_translation::{
 pub use bindings::exports::farmgate::plugin::router::{
     DirectResponse, ForwardTo, RedirectTo, RouteDecision,
 };
-pub use bindings::farmgate::plugin::types::{
-    FarmView as Farm, Hook, MemberState, MemberView as Member, ProbeResult as Probe,
-    RequestView as Request, ResponseView as Response,
-};
+pub use bindings::farmgate::plugin::types::{Hook, MemberState};
+pub use farm::{Farm, Member};
+pub use request::Request;
+pub use response::{Probe, Response};
 pub use settings::Settings;
 
 /// The contract version this SDK builds plugins for, read by the build script from the
@@ -177,25 +181,32 @@ macro_rules! export_plugin {
             }
 
             impl guests::Router for __FarmgateGuest {
-                fn route(req: $crate::Request) -> $crate::RouteDecision {
+                fn route(req: &guests::WitRequest) -> $crate::RouteDecision {
                     __with($crate::RouteDecision::Pass, |p| {
-                        (&&Dispatch(p)).__route(&req)
+                        (&&Dispatch(p)).__route(&$crate::Request::from_host(req))
                     })
                 }
             }
 
             impl guests::Affinity for __FarmgateGuest {
-                fn choose(req: $crate::Request, farm: $crate::Farm) -> $crate::AffinityDecision {
+                fn choose(
+                    req: &guests::WitRequest,
+                    farm: &guests::WitFarm,
+                    live: guests::FarmLive,
+                ) -> $crate::AffinityDecision {
                     __with($crate::AffinityDecision::Pass, |p| {
-                        (&&Dispatch(p)).__choose(&req, &farm)
+                        (&&Dispatch(p)).__choose(
+                            &$crate::Request::from_host(req),
+                            &$crate::Farm::from_host(farm, live),
+                        )
                     })
                 }
             }
 
             impl guests::LinkTranslation for __FarmgateGuest {
-                fn decide(resp: $crate::Response) -> $crate::TranslationDecision {
+                fn decide(resp: &guests::WitResponse) -> $crate::TranslationDecision {
                     __with($crate::TranslationDecision::Pass, |p| {
-                        (&&Dispatch(p)).__decide(&resp)
+                        (&&Dispatch(p)).__decide(&$crate::Response::from_host(resp))
                     })
                 }
                 fn transform_push(chunk: ::std::vec::Vec<u8>) -> ::std::vec::Vec<u8> {
@@ -210,9 +221,9 @@ macro_rules! export_plugin {
             }
 
             impl guests::HealthEvaluation for __FarmgateGuest {
-                fn evaluate(probe: $crate::Probe) -> $crate::HealthVerdict {
+                fn evaluate(probe: &guests::WitProbe) -> $crate::HealthVerdict {
                     __with($crate::HealthVerdict::Pass, |p| {
-                        (&&Dispatch(p)).__evaluate(&probe)
+                        (&&Dispatch(p)).__evaluate(&$crate::Probe::from_host(probe))
                     })
                 }
             }
@@ -237,6 +248,10 @@ pub mod __private {
         pub use crate::bindings::exports::farmgate::plugin::lifecycle::Guest as Lifecycle;
         pub use crate::bindings::exports::farmgate::plugin::link_translation::Guest as LinkTranslation;
         pub use crate::bindings::exports::farmgate::plugin::router::Guest as Router;
+        pub use crate::bindings::farmgate::plugin::types::{
+            Farm as WitFarm, FarmLive, Probe as WitProbe, Request as WitRequest,
+            Response as WitResponse,
+        };
     }
 
     pub struct Dispatch<'a, T>(pub &'a T);

@@ -614,17 +614,17 @@ fn probe(
     status: Option<u16>,
     body: &str,
     latency_ms: u64,
-) -> farmgate::plugins::ProbeResult {
-    farmgate::plugins::ProbeResult {
+) -> std::sync::Arc<farmgate::plugins::ProbeResult> {
+    std::sync::Arc::new(farmgate::plugins::ProbeResult {
         farm: farm.into(),
         member: "a".into(),
         url: "http://a/status.htm".into(),
         status,
-        headers: String::new(),
+        headers: http::HeaderMap::new(),
         body_prefix: body.as_bytes().to_vec(),
         latency_us: latency_ms * 1000,
         error: status.is_none().then(|| "connection refused".to_string()),
-    }
+    })
 }
 
 #[tokio::test]

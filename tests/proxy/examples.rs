@@ -208,15 +208,22 @@ async fn json_health_reads_a_status_page() {
     .await
     .unwrap()
     .unwrap();
-    let probe = |body: &str| ProbeResult {
-        farm: "api".into(),
-        member: "api1".into(),
-        url: "http://api1/status.htm".into(),
-        status: Some(200),
-        headers: "content-type: application/json".into(),
-        body_prefix: body.as_bytes().to_vec(),
-        latency_us: 1000,
-        error: None,
+    let probe = |body: &str| {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        std::sync::Arc::new(ProbeResult {
+            farm: "api".into(),
+            member: "api1".into(),
+            url: "http://api1/status.htm".into(),
+            status: Some(200),
+            headers,
+            body_prefix: body.as_bytes().to_vec(),
+            latency_us: 1000,
+            error: None,
+        })
     };
     let healthy = rt
         .evaluate_health(

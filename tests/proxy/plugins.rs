@@ -207,11 +207,15 @@ async fn plugins_hot_reload_while_serving() {
 async fn a_component_for_another_contract_version_is_refused_with_the_reason() {
     let a = Backend::start("a").await;
     let dir = tempfile::tempdir().unwrap();
-    let other = wat::parse_str(
-        r#"(component (instance $i) (export "farmgate:plugin/router@0.3.0" (instance $i)))"#,
-    )
-    .unwrap();
-    drop_plugin(dir.path(), "future", &other);
+    let component = |version: &str| {
+        wat::parse_str(format!(
+            r#"(component (instance $i) (export "farmgate:plugin/router@{version}" (instance $i)))"#
+        ))
+        .unwrap()
+    };
+    // A plugin built with the SDK before the request became a resource, and one from later.
+    drop_plugin(dir.path(), "older", &component("0.2.0"));
+    drop_plugin(dir.path(), "future", &component("0.4.0"));
     let none = wat::parse_str("(component)").unwrap();
     drop_plugin(dir.path(), "empty", &none);
     let proxy = Proxy::start(&two_farm_config(&a, &a, dir.path(), "")).await;
@@ -225,12 +229,18 @@ async fn a_component_for_another_contract_version_is_refused_with_the_reason() {
             .map(|(_, w)| w.clone())
             .unwrap_or_default()
     };
+    let speaks = format!(
+        "speaks farmgate:plugin@{}",
+        farmgate::plugins::CONTRACT_VERSION
+    );
     assert!(
-        why("future.wasm").contains("farmgate:plugin@0.3.0"),
+        why("older.wasm").contains("built against farmgate:plugin@0.2.0")
+            && why("older.wasm").contains(&speaks),
         "{rejected:?}"
     );
     assert!(
-        why("future.wasm").contains("speaks farmgate:plugin@0.2.0"),
+        why("future.wasm").contains("built against farmgate:plugin@0.4.0")
+            && why("future.wasm").contains(&speaks),
         "{rejected:?}"
     );
     assert!(

@@ -207,7 +207,7 @@ mod tests {
         Canary::new(&testing::settings(json)).expect("valid settings")
     }
 
-    fn with_session(id: &str) -> Request {
+    fn with_session(id: &str) -> Request<'static> {
         testing::request("GET", "/")
             .header("cookie", &format!("theme=dark; session={id}"))
             .build()

@@ -31,7 +31,6 @@
 //! | `checks_field` | `"checks"` | dotted path of the object holding the individual checks |
 //! | `required_checks` | `[]` | checks that must be healthy too |
 
-use farmgate_sdk::views::find_header;
 use farmgate_sdk::{HealthEvaluation, HealthVerdict, Plugin, Probe, Settings, export_plugin};
 use serde::Deserialize;
 use serde_json::Value;
@@ -162,7 +161,7 @@ fn quote(value: &Value) -> String {
 
 /// Whether a probe's answer is JSON: by content type, else by its first character.
 fn looks_like_json(probe: &Probe, body: &[u8]) -> bool {
-    let json_type = find_header(&probe.headers, "content-type").is_some_and(|ct| {
+    let json_type = probe.header("content-type").is_some_and(|ct| {
         let mime = ct.split(';').next().unwrap_or("").trim();
         mime.eq_ignore_ascii_case("application/json")
             || mime
@@ -260,13 +259,13 @@ impl JsonHealth {
 
 impl HealthEvaluation for JsonHealth {
     fn evaluate(&self, probe: &Probe) -> HealthVerdict {
-        if let Some(error) = &probe.error {
+        if let Some(error) = probe.error() {
             return HealthVerdict::unhealthy(format!("probe failed: {error}"));
         }
-        let Some(status) = probe.status else {
+        let Some(status) = probe.status() else {
             return HealthVerdict::unhealthy("probe got no response");
         };
-        let body = trim_start(&probe.body_prefix);
+        let body = trim_start(probe.body_prefix());
         if !looks_like_json(probe, body) {
             return HealthVerdict::Pass;
         }
@@ -288,7 +287,7 @@ impl HealthEvaluation for JsonHealth {
             Err(e) if e.classify() == Category::Eof => HealthVerdict::unhealthy(format!(
                 "status page is cut short after {} bytes: the JSON does not end (the probe \
                  keeps only the first few KiB of the body; keep the page small)",
-                probe.body_prefix.len()
+                probe.body_prefix().len()
             )),
             Err(e) => HealthVerdict::unhealthy(format!("status page is not valid JSON: {e}")),
         }
@@ -307,14 +306,14 @@ mod tests {
     }
 
     /// A 200 probe with a JSON content type.
-    fn json_probe(body: &str) -> Probe {
+    fn json_probe(body: &str) -> Probe<'static> {
         with_type(200, "application/json; charset=utf-8", body)
     }
 
-    fn with_type(status: u16, content_type: &str, body: &str) -> Probe {
-        let mut p = testing::probe(status, body, 1_500);
-        p.headers = format!("content-type: {content_type}");
-        p
+    fn with_type(status: u16, content_type: &str, body: &str) -> Probe<'static> {
+        testing::probe(status, body, 1_500)
+            .header("content-type", content_type)
+            .build()
     }
 
     /// The reason of an unhealthy verdict; panics otherwise.
@@ -342,7 +341,7 @@ mod tests {
         }
         // No content type, but the body is plainly JSON.
         assert_eq!(
-            p.evaluate(&testing::probe(200, "  {\"status\": \"ok\"}", 10)),
+            p.evaluate(&testing::probe(200, "  {\"status\": \"ok\"}", 10).build()),
             HealthVerdict::Healthy
         );
         // A byte-order mark is not an error.
@@ -424,14 +423,14 @@ mod tests {
     #[test]
     fn probe_failures_are_unhealthy() {
         let p = plugin("{}");
-        let mut failed = testing::probe(200, "", 0);
-        failed.status = None;
-        failed.error = Some("connection refused".into());
+        let failed = testing::probe(200, "", 0)
+            .failed("connection refused")
+            .build();
         assert_eq!(
             reason(p.evaluate(&failed)),
             "probe failed: connection refused"
         );
-        failed.error = None;
+        let failed = testing::probe(200, "", 0).no_status().build();
         assert_eq!(reason(p.evaluate(&failed)), "probe got no response");
     }
 
@@ -471,8 +470,10 @@ mod tests {
         let r = reason(p.evaluate(&json_probe(prefix)));
         assert!(r.contains("cut short after 4096 bytes"), "{r}");
         // Invalid UTF-8 is invalid JSON, not a panic.
-        let mut bad = json_probe("");
-        bad.body_prefix = b"{\"status\": \"\xff\"}".to_vec();
+        let bad = testing::probe(200, "", 1_500)
+            .header("content-type", "application/json; charset=utf-8")
+            .body(b"{\"status\": \"\xff\"}")
+            .build();
         assert!(reason(p.evaluate(&bad)).starts_with("status page is not valid JSON"));
     }
 
@@ -480,7 +481,7 @@ mod tests {
     fn pages_that_are_not_json_pass() {
         let p = plugin(r#"{"required_checks": ["db"]}"#);
         assert_eq!(
-            p.evaluate(&testing::probe(200, "OK\n", 10)),
+            p.evaluate(&testing::probe(200, "OK\n", 10).build()),
             HealthVerdict::Pass
         );
         assert_eq!(

@@ -225,12 +225,12 @@ impl Maintenance {
     fn allowed(&self, req: &Request) -> bool {
         let client_allowed = !self.allow_clients.is_empty()
             && req
-                .client_addr
+                .client_addr()
                 .trim()
                 .parse::<IpAddr>()
                 .map(|ip| self.allow_clients.contains(&canonical(ip)))
                 .unwrap_or(false);
-        client_allowed || self.allow_paths.iter().any(|p| under(&req.path, p))
+        client_allowed || self.allow_paths.iter().any(|p| under(req.path(), p))
     }
 }
 

@@ -178,7 +178,7 @@ impl VersionedApi {
 
 impl Router for VersionedApi {
     fn route(&self, req: &Request) -> RouteDecision {
-        let Some(rest) = req.path.strip_prefix('/') else {
+        let Some(rest) = req.path().strip_prefix('/') else {
             return RouteDecision::Pass;
         };
         // `rest` is "v2/orders", "v2/" or "v2"; `tail` keeps its leading slash.
@@ -198,7 +198,7 @@ impl Router for VersionedApi {
         };
         // A rewritten path replaces path and query together, so the query goes along.
         let path = path.map(|mut p| {
-            if let Some(q) = &req.query {
+            if let Some(q) = req.query() {
                 p.push('?');
                 p.push_str(q);
             }

@@ -220,24 +220,21 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
-fn is_active(m: &Member) -> bool {
-    m.state == MemberState::Active
-}
-
 /// A weight of 0 counts as 1 so that every candidate stays reachable and no division is by 0
 /// (farmgate's config refuses 0 anyway).
-fn weight(m: &Member) -> u64 {
-    u64::from(m.weight.max(1))
+fn weight(m: Member) -> u64 {
+    u64::from(m.weight().max(1))
 }
 
-fn candidates(farm: &Farm) -> impl Iterator<Item = &Member> + Clone {
-    farm.members.iter().filter(|m| is_active(m))
+/// The members that take new requests (the active ones), in id order.
+fn candidates<'f>(farm: &'f Farm) -> impl Iterator<Item = Member<'f>> {
+    farm.online_members()
 }
 
 /// The candidate that `cmp` ranks lowest. Equal candidates take turns: the farm's counter picks
 /// which of them goes, so each gets an equal share of the ties.
-fn least_by(farm: &Farm, cmp: impl Fn(&Member, &Member) -> Ordering) -> Option<u32> {
-    let mut best: Option<&Member> = None;
+fn least_by(farm: &Farm, cmp: impl Fn(Member, Member) -> Ordering) -> Option<u32> {
+    let mut best: Option<Member> = None;
     let mut ties = 0u64;
     for m in candidates(farm) {
         match best.map(|b| cmp(m, b)) {
@@ -248,33 +245,33 @@ fn least_by(farm: &Farm, cmp: impl Fn(&Member, &Member) -> Ordering) -> Option<u
     }
     let best = best?;
     if ties == 1 {
-        return Some(best.id);
+        return Some(best.id());
     }
     candidates(farm)
-        .filter(|m| cmp(m, best) == Ordering::Equal)
-        .nth((farm.sequence % ties) as usize)
-        .map(|m| m.id)
+        .filter(|&m| cmp(m, best) == Ordering::Equal)
+        .nth((farm.sequence() % ties) as usize)
+        .map(|m| m.id())
 }
 
 /// Compares `a_value / a_weight` with `b_value / b_weight` without division.
-fn per_weight(a_value: u64, a: &Member, b_value: u64, b: &Member) -> Ordering {
+fn per_weight(a_value: u64, a: Member, b_value: u64, b: Member) -> Ordering {
     (u128::from(a_value) * u128::from(weight(b)))
         .cmp(&(u128::from(b_value) * u128::from(weight(a))))
 }
 
 fn least_current_request(farm: &Farm) -> Option<u32> {
     least_by(farm, |a, b| {
-        per_weight(u64::from(a.in_flight), a, u64::from(b.in_flight), b)
+        per_weight(u64::from(a.in_flight()), a, u64::from(b.in_flight()), b)
     })
 }
 
 fn weighted_total_traffic(farm: &Farm) -> Option<u32> {
-    least_by(farm, |a, b| per_weight(a.bytes, a, b.bytes, b))
+    least_by(farm, |a, b| per_weight(a.bytes(), a, b.bytes(), b))
 }
 
 fn least_response_time(farm: &Farm) -> Option<u32> {
     least_by(farm, |a, b| {
-        per_weight(a.latency_ewma_us, a, b.latency_ewma_us, b)
+        per_weight(a.latency_ewma_us(), a, b.latency_ewma_us(), b)
     })
 }
 
@@ -284,14 +281,14 @@ fn below(total: u64) -> u64 {
 }
 
 /// A weighted-random candidate, leaving out `except`.
-fn weighted_random(farm: &Farm, except: Option<u32>) -> Option<&Member> {
-    let eligible = candidates(farm).filter(|m| Some(m.id) != except);
-    let total: u64 = eligible.clone().map(weight).sum();
+fn weighted_random<'f>(farm: &'f Farm, except: Option<u32>) -> Option<Member<'f>> {
+    let eligible = || candidates(farm).filter(|m| Some(m.id()) != except);
+    let total: u64 = eligible().map(weight).sum();
     if total == 0 {
         return None;
     }
     let mut point = below(total);
-    for m in eligible {
+    for m in eligible() {
         let w = weight(m);
         if point < w {
             return Some(m);
@@ -303,15 +300,15 @@ fn weighted_random(farm: &Farm, except: Option<u32>) -> Option<&Member> {
 
 fn power_of_two_choices(farm: &Farm) -> Option<u32> {
     let first = weighted_random(farm, None)?;
-    let Some(second) = weighted_random(farm, Some(first.id)) else {
-        return Some(first.id);
+    let Some(second) = weighted_random(farm, Some(first.id())) else {
+        return Some(first.id());
     };
     // Load alone decides; a tie keeps the first pick, which is itself random. (Breaking ties by
     // latency would starve the slowest member whenever requests do not overlap.)
-    Some(if second.in_flight < first.in_flight {
-        second.id
+    Some(if second.in_flight() < first.in_flight() {
+        second.id()
     } else {
-        first.id
+        first.id()
     })
 }
 
@@ -319,15 +316,15 @@ fn power_of_two_choices(farm: &Farm) -> Option<u32> {
 /// `weight / -ln(u)` with `u` uniform in (0, 1) from the hash of the key and its name, and the
 /// highest score wins. Each candidate wins a share of keys proportional to its weight, and when
 /// one leaves, only the keys it won move.
-fn rendezvous<'a>(key: &[u8], members: impl Iterator<Item = &'a Member>) -> Option<u32> {
+fn rendezvous<'f>(key: &[u8], members: impl Iterator<Item = Member<'f>>) -> Option<u32> {
     let mut best: Option<(f64, u32)> = None;
     for m in members {
-        let h = stable_hash2(key, m.name.as_bytes());
+        let h = stable_hash2(key, m.name().as_bytes());
         // The top 53 bits, offset by half a step, give a float strictly inside (0, 1).
         let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
         let score = weight(m) as f64 / -u.ln();
         if best.is_none_or(|(s, _)| score > s) {
-            best = Some((score, m.id));
+            best = Some((score, m.id()));
         }
     }
     best.map(|(_, id)| id)
@@ -369,7 +366,7 @@ impl Plugin for Balancer {
 
 impl Balancer {
     fn policy(&self, farm: &Farm) -> &Policy {
-        self.farms.get(&farm.name).unwrap_or(&self.default)
+        self.farms.get(farm.name()).unwrap_or(&self.default)
     }
 
     /// A member for a request that no affinity pins: the farm's balancing algorithm over the
@@ -380,7 +377,7 @@ impl Balancer {
             Balance::RoundRobin => self.round_robin(farm),
             Balance::WeightedTotalTraffic => weighted_total_traffic(farm),
             Balance::LeastResponseTime => least_response_time(farm),
-            Balance::Random => weighted_random(farm, None).map(|m| m.id),
+            Balance::Random => weighted_random(farm, None).map(|m| m.id()),
             Balance::PowerOfTwoChoices => power_of_two_choices(farm),
             Balance::Hash => self.hash(policy.hash_on.as_ref(), req, farm),
         }
@@ -388,22 +385,20 @@ impl Balancer {
 
     fn round_robin(&self, farm: &Farm) -> Option<u32> {
         let mut schedules = self.schedules.borrow_mut();
-        let current = schedules.get(&farm.name).is_some_and(|s| {
-            s.key
-                .iter()
-                .copied()
-                .eq(candidates(farm).map(|m| (m.id, m.weight)))
-        });
+        let name = farm.name();
+        let key = || candidates(farm).map(|m| (m.id(), m.weight()));
+        let current = schedules
+            .get(name)
+            .is_some_and(|s| s.key.iter().copied().eq(key()));
         if !current {
-            let key = candidates(farm).map(|m| (m.id, m.weight)).collect();
-            schedules.insert(farm.name.clone(), Schedule::build(key));
+            schedules.insert(name.to_string(), Schedule::build(key().collect()));
         }
-        let order = &schedules.get(&farm.name)?.order;
+        let order = &schedules.get(name)?.order;
         if order.is_empty() {
             return None;
         }
         order
-            .get((farm.sequence % order.len() as u64) as usize)
+            .get((farm.sequence() % order.len() as u64) as usize)
             .copied()
     }
 
@@ -412,15 +407,15 @@ impl Balancer {
             Some(HashKey::Url) => {
                 let mut buf = self.key.borrow_mut();
                 buf.clear();
-                buf.push_str(&req.path);
-                if let Some(q) = &req.query {
+                buf.push_str(req.path());
+                if let Some(q) = req.query() {
                     buf.push('?');
                     buf.push_str(q);
                 }
                 return rendezvous(buf.as_bytes(), candidates(farm));
             }
-            Some(HashKey::QueryString) => req.query.as_deref().unwrap_or_default(),
-            Some(HashKey::ClientAddress) => &req.client_addr,
+            Some(HashKey::QueryString) => req.query().unwrap_or_default(),
+            Some(HashKey::ClientAddress) => req.client_addr(),
             Some(HashKey::Header(name)) => match req.header(name) {
                 Some(v) => v,
                 None => return least_current_request(farm),
@@ -440,15 +435,15 @@ impl Affinity for Balancer {
         let policy = self.policy(farm);
         let chosen = match policy.affinity {
             AffinityMode::None => self.balance(policy, req, farm),
-            AffinityMode::ClientIp => rendezvous(req.client_addr.as_bytes(), candidates(farm)),
+            AffinityMode::ClientIp => rendezvous(req.client_addr().as_bytes(), candidates(farm)),
             AffinityMode::Cookie => {
                 let pinned = farm
-                    .sticky_member
+                    .sticky_member()
                     .and_then(|id| farm.member(id))
-                    .filter(|m| matches!(m.state, MemberState::Active | MemberState::Draining));
+                    .filter(|m| matches!(m.state(), MemberState::Active | MemberState::Draining));
                 if let Some(m) = pinned {
                     // The cookie already names this member: nothing to write.
-                    return AffinityDecision::member(m.id);
+                    return AffinityDecision::member(m.id());
                 }
                 return match self.balance(policy, req, farm) {
                     Some(id) => AffinityDecision::stick_to(id),

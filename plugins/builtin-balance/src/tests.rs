@@ -1,5 +1,5 @@
 use super::*;
-use farmgate_sdk::testing;
+use farmgate_sdk::testing::{self, FarmBuilder};
 
 fn plugin(json: &str) -> Balancer {
     match Balancer::new(&testing::settings(json)) {
@@ -20,7 +20,7 @@ fn error(json: &str) -> String {
     }
 }
 
-fn get() -> Request {
+fn get() -> Request<'static> {
     testing::request("GET", "/").build()
 }
 
@@ -38,12 +38,12 @@ fn id(d: AffinityDecision) -> u32 {
     id
 }
 
-/// Runs `calls` choices with the farm's counter advancing as the host advances it.
-fn counts(p: &Balancer, farm: &mut Farm, calls: u64) -> Vec<u64> {
-    let mut counts = vec![0; farm.members.len()];
-    for _ in 0..calls {
-        counts[id(p.choose(&get(), farm)) as usize] += 1;
-        farm.sequence += 1;
+/// Runs `calls` choices in the farm `farm` builds, its counter advancing from 0 as the host
+/// advances it.
+fn counts(p: &Balancer, farm: impl Fn() -> FarmBuilder, calls: u64) -> Vec<u64> {
+    let mut counts = vec![0; farm().build().len()];
+    for s in 0..calls {
+        counts[id(p.choose(&get(), &farm().sequence(s).build())) as usize] += 1;
     }
     counts
 }
@@ -88,17 +88,20 @@ fn least_current_request_weighs_in_flight_by_weight() {
 fn least_current_request_fills_members_in_proportion_to_weight() {
     // Requests that never finish: the in-flight counts end exactly at 3:2:1.
     let p = web("");
-    let mut farm = testing::farm("web", 3)
-        .weight(0, 3)
-        .weight(1, 2)
-        .weight(2, 1)
-        .build();
-    for _ in 0..600 {
+    let mut in_flight = [0u32; 3];
+    for s in 0..600 {
+        let farm = (0..3)
+            .fold(testing::farm("web", 3), |f, i| {
+                f.in_flight(i, in_flight[i as usize])
+            })
+            .weight(0, 3)
+            .weight(1, 2)
+            .weight(2, 1)
+            .sequence(s)
+            .build();
         let chosen = id(p.choose(&get(), &farm)) as usize;
-        farm.members[chosen].in_flight += 1;
-        farm.sequence += 1;
+        in_flight[chosen] += 1;
     }
-    let in_flight: Vec<u32> = farm.members.iter().map(|m| m.in_flight).collect();
     assert_eq!(in_flight, [300, 200, 100]);
 }
 
@@ -106,26 +109,26 @@ fn least_current_request_fills_members_in_proportion_to_weight() {
 fn ties_take_turns_exactly() {
     let p = web("");
     // Idle members share requests exactly evenly.
-    let mut farm = testing::farm("web", 3).build();
-    assert_eq!(counts(&p, &mut farm, 300), [100, 100, 100]);
+    let farm = || testing::farm("web", 3);
+    assert_eq!(counts(&p, farm, 300), [100, 100, 100]);
     // Only the tied members take turns, however the others are placed.
-    let mut farm = testing::farm("web", 4)
-        .in_flight(0, 1)
-        .in_flight(1, 2)
-        .in_flight(2, 1)
-        .state(3, MemberState::OutOfService)
-        .build();
-    assert_eq!(counts(&p, &mut farm, 100), [50, 0, 50, 0]);
+    let farm = || {
+        testing::farm("web", 4)
+            .in_flight(0, 1)
+            .in_flight(1, 2)
+            .in_flight(2, 1)
+            .state(3, MemberState::OutOfService)
+    };
+    assert_eq!(counts(&p, farm, 100), [50, 0, 50, 0]);
 }
 
 // Round robin.
 
-fn schedule(p: &Balancer, farm: &mut Farm, from: u64, len: u64) -> Vec<u32> {
+/// The members chosen in the farm `farm` builds while its counter goes from `from` for `len`
+/// choices.
+fn schedule(p: &Balancer, farm: impl Fn() -> FarmBuilder, from: u64, len: u64) -> Vec<u32> {
     (from..from + len)
-        .map(|s| {
-            farm.sequence = s;
-            id(p.choose(&get(), farm))
-        })
+        .map(|s| id(p.choose(&get(), &farm().sequence(s).build())))
         .collect()
 }
 
@@ -133,28 +136,28 @@ fn schedule(p: &Balancer, farm: &mut Farm, from: u64, len: u64) -> Vec<u32> {
 fn round_robin_is_smooth() {
     let p = web(r#""balance": "round-robin""#);
     // nginx's interleaving for 5:1:1: a a b a c a a.
-    let mut farm = testing::farm("web", 3).weight(0, 5).build();
-    assert_eq!(schedule(&p, &mut farm, 0, 7), [0, 0, 1, 0, 2, 0, 0]);
-    assert_eq!(schedule(&p, &mut farm, 7, 7), [0, 0, 1, 0, 2, 0, 0]);
+    let farm = || testing::farm("web", 3).weight(0, 5);
+    assert_eq!(schedule(&p, farm, 0, 7), [0, 0, 1, 0, 2, 0, 0]);
+    assert_eq!(schedule(&p, farm, 7, 7), [0, 0, 1, 0, 2, 0, 0]);
     // Equal weights: strict rotation, never the same member twice in a row.
-    let mut farm = testing::farm("web", 3).build();
-    let order = schedule(&p, &mut farm, 0, 300);
+    let farm = || testing::farm("web", 3);
+    let order = schedule(&p, farm, 0, 300);
     assert!(order.windows(2).all(|w| w[0] != w[1]), "{order:?}");
     assert_eq!(&order[..6], [0, 1, 2, 0, 1, 2]);
-    let mut farm = testing::farm("web", 3).build();
-    assert_eq!(counts(&p, &mut farm, 300), [100, 100, 100]);
+    assert_eq!(counts(&p, farm, 300), [100, 100, 100]);
 }
 
 #[test]
 fn round_robin_windows_hold_each_member_weight_times() {
     let p = web(r#""balance": "round-robin""#);
-    let mut farm = testing::farm("web", 4)
-        .weight(0, 3)
-        .weight(1, 2)
-        .weight(2, 1)
-        .weight(3, 4)
-        .build();
-    let order = schedule(&p, &mut farm, 0, 200);
+    let farm = || {
+        testing::farm("web", 4)
+            .weight(0, 3)
+            .weight(1, 2)
+            .weight(2, 1)
+            .weight(3, 4)
+    };
+    let order = schedule(&p, farm, 0, 200);
     for window in order.windows(10) {
         let mut c = [0; 4];
         for &m in window {
@@ -174,24 +177,22 @@ fn round_robin_windows_hold_each_member_weight_times() {
 fn round_robin_reduces_and_scales_weights() {
     let p = web(r#""balance": "round-robin""#);
     // 10:20:30 is 1:2:3, so the schedule is 6 long.
-    let mut farm = testing::farm("web", 3)
-        .weight(0, 10)
-        .weight(1, 20)
-        .weight(2, 30)
-        .build();
-    let first = schedule(&p, &mut farm, 0, 6);
-    assert_eq!(schedule(&p, &mut farm, 6, 6), first);
+    let farm = || {
+        testing::farm("web", 3)
+            .weight(0, 10)
+            .weight(1, 20)
+            .weight(2, 30)
+    };
+    let first = schedule(&p, farm, 0, 6);
+    assert_eq!(schedule(&p, farm, 6, 6), first);
     assert_eq!(p.schedules.borrow()["web"].order.len(), 6);
     // Totals over 65536 are scaled down, keeping every member at least once.
-    let mut farm = testing::farm("web", 2)
-        .weight(0, 1_000_000)
-        .weight(1, 1)
-        .build();
-    id(p.choose(&get(), &farm));
+    let farm = || testing::farm("web", 2).weight(0, 1_000_000).weight(1, 1);
+    id(p.choose(&get(), &farm().build()));
     let order = p.schedules.borrow()["web"].order.clone();
     assert!(order.len() as u64 <= MAX_SCHEDULE, "{}", order.len());
     assert_eq!(order.iter().filter(|&&m| m == 1).count(), 1);
-    assert_eq!(counts(&p, &mut farm, order.len() as u64)[1], 1);
+    assert_eq!(counts(&p, farm, order.len() as u64)[1], 1);
     // Large farms get shorter schedules, so that building one stays fast.
     let key: Vec<(u32, u32)> = (0..256).map(|i| (i, 1_000 + i)).collect();
     let s = Schedule::build(key);
@@ -202,21 +203,19 @@ fn round_robin_reduces_and_scales_weights() {
 #[test]
 fn round_robin_schedule_is_cached_until_the_candidates_change() {
     let p = web(r#""balance": "round-robin""#);
-    let mut farm = testing::farm("web", 3).weight(0, 2).build();
-    id(p.choose(&get(), &farm));
+    let farm = || testing::farm("web", 3).weight(0, 2);
+    id(p.choose(&get(), &farm().build()));
     let built = p.schedules.borrow()["web"].order.as_ptr();
-    farm.sequence = 5;
-    id(p.choose(&get(), &farm));
+    id(p.choose(&get(), &farm().sequence(5).build()));
     assert_eq!(p.schedules.borrow()["web"].order.as_ptr(), built);
     // A member leaving rebuilds it without that member.
-    farm.members[1].state = MemberState::OutOfService;
-    let order = schedule(&p, &mut farm, 0, 30);
+    let one_out = || farm().state(1, MemberState::OutOfService);
+    let order = schedule(&p, one_out, 0, 30);
     assert!(!order.contains(&1));
     assert_eq!(order.iter().filter(|&&m| m == 0).count(), 20);
     assert_eq!(p.schedules.borrow()["web"].key, [(0, 2), (2, 1)]);
     // A weight change rebuilds it too.
-    farm.members[2].weight = 2;
-    let order = schedule(&p, &mut farm, 0, 4);
+    let order = schedule(&p, || one_out().weight(2, 2), 0, 4);
     assert_eq!(order, [0, 2, 0, 2]);
 }
 
@@ -247,13 +246,19 @@ fn weighted_total_traffic_evens_bytes_per_weight() {
     // 1500, 2000 and 1600 per unit of weight.
     assert_eq!(id(p.choose(&get(), &farm)), 0);
     // Simulated transfers of 1000 bytes each end in proportion to weight.
-    let mut farm = testing::farm("web", 3).weight(0, 2).weight(2, 3).build();
-    for _ in 0..600 {
+    let mut bytes = [0u64; 3];
+    for s in 0..600 {
+        let farm = (0..3)
+            .fold(testing::farm("web", 3), |f, i| {
+                f.bytes(i, bytes[i as usize])
+            })
+            .weight(0, 2)
+            .weight(2, 3)
+            .sequence(s)
+            .build();
         let chosen = id(p.choose(&get(), &farm)) as usize;
-        farm.members[chosen].bytes += 1_000;
-        farm.sequence += 1;
+        bytes[chosen] += 1_000;
     }
-    let bytes: Vec<u64> = farm.members.iter().map(|m| m.bytes).collect();
     assert_eq!(bytes, [200_000, 100_000, 300_000]);
 }
 
@@ -280,12 +285,13 @@ fn least_response_time_prefers_unmeasured_then_fastest() {
         .build();
     assert_eq!(id(p.choose(&get(), &farm)), 0);
     // Equally fast members take turns.
-    let mut farm = testing::farm("web", 3)
-        .latency_us(0, 1_000)
-        .latency_us(1, 1_000)
-        .latency_us(2, 2_000)
-        .build();
-    assert_eq!(counts(&p, &mut farm, 100), [50, 50, 0]);
+    let farm = || {
+        testing::farm("web", 3)
+            .latency_us(0, 1_000)
+            .latency_us(1, 1_000)
+            .latency_us(2, 2_000)
+    };
+    assert_eq!(counts(&p, farm, 100), [50, 50, 0]);
 }
 
 // Random and power of two choices.
@@ -293,45 +299,45 @@ fn least_response_time_prefers_unmeasured_then_fastest() {
 #[test]
 fn random_follows_weights() {
     let p = web(r#""balance": "random""#);
-    let mut farm = testing::farm("web", 3)
-        .weight(0, 1)
-        .weight(1, 2)
-        .weight(2, 3)
-        .build();
-    let c = counts(&p, &mut farm, 30_000);
+    let farm = || {
+        testing::farm("web", 3)
+            .weight(0, 1)
+            .weight(1, 2)
+            .weight(2, 3)
+    };
+    let c = counts(&p, farm, 30_000);
     // Within 5 % of the expected counts: over 4 standard deviations.
     for (count, expected) in c.iter().zip([5_000, 10_000, 15_000]) {
         assert!(within(*count, expected, 5), "{c:?}");
     }
     // Members that are not active are never drawn.
-    let mut farm = testing::farm("web", 3)
-        .state(1, MemberState::Draining)
-        .build();
-    assert_eq!(counts(&p, &mut farm, 1_000)[1], 0);
+    let farm = || testing::farm("web", 3).state(1, MemberState::Draining);
+    assert_eq!(counts(&p, farm, 1_000)[1], 0);
 }
 
 #[test]
 fn power_of_two_choices_takes_the_less_busy_of_two() {
     let p = web(r#""balance": "power-of-two-choices""#);
     // With two members both are drawn every time, so the idle one always wins.
-    let mut farm = testing::farm("web", 2).in_flight(0, 5).build();
-    assert_eq!(counts(&p, &mut farm, 200), [0, 200]);
+    let farm = || testing::farm("web", 2).in_flight(0, 5);
+    assert_eq!(counts(&p, farm, 200), [0, 200]);
     // The busiest of three is always paired with a less busy one, so it never wins.
-    let mut farm = testing::farm("web", 3).in_flight(0, 9).build();
-    let c = counts(&p, &mut farm, 10_000);
+    let farm = || testing::farm("web", 3).in_flight(0, 9);
+    let c = counts(&p, farm, 10_000);
     assert_eq!(c[0], 0);
     assert!(within(c[1], 5_000, 5) && within(c[2], 5_000, 5), "{c:?}");
     // Equal in flight: latency does not decide (it would starve the slower member when requests
     // do not overlap); the random first pick does.
-    let mut farm = testing::farm("web", 2)
-        .latency_us(0, 900)
-        .latency_us(1, 100)
-        .build();
-    let c = counts(&p, &mut farm, 2_000);
+    let farm = || {
+        testing::farm("web", 2)
+            .latency_us(0, 900)
+            .latency_us(1, 100)
+    };
+    let c = counts(&p, farm, 2_000);
     assert!(within(c[0], 1_000, 10), "{c:?}");
     // Fully equal: the first drawn wins, so the shares follow the weights.
-    let mut farm = testing::farm("web", 3).weight(2, 2).build();
-    let c = counts(&p, &mut farm, 20_000);
+    let farm = || testing::farm("web", 3).weight(2, 2);
+    let c = counts(&p, farm, 20_000);
     for (count, expected) in c.iter().zip([5_000, 5_000, 10_000]) {
         assert!(within(*count, expected, 5), "{c:?}");
     }
@@ -344,7 +350,7 @@ fn power_of_two_choices_takes_the_less_busy_of_two() {
 
 // Hash.
 
-fn user(i: u32) -> Request {
+fn user(i: u32) -> Request<'static> {
     testing::request("GET", "/")
         .header("x-user", &format!("user-{i}"))
         .build()
@@ -404,28 +410,33 @@ fn hash_remaps_only_the_keys_of_a_member_that_leaves() {
 
     // Members are matched by name, not id: dropping web5 from the list and renumbering the
     // others leaves every other key where it was.
-    let mut renumbered = testing::farm("web", 10).build();
-    renumbered.members.remove(4);
-    for (new_id, m) in renumbered.members.iter_mut().enumerate() {
-        m.id = new_id as u32;
+    let renumbered = (4..9)
+        .fold(testing::farm("web", 9), |f, id| {
+            f.name(id, &format!("web{}", id + 2))
+        })
+        .build();
+    fn name<'f>(farm: &'f Farm, id: u32) -> Option<&'f str> {
+        farm.member(id).map(|m| m.name())
     }
     for (i, &was) in (0..10_000).zip(&before) {
         let now = id(p.choose(&user(i), &renumbered));
-        let name = &renumbered.members[now as usize].name;
         if was != 4 {
-            assert_eq!(*name, farm.members[was as usize].name);
+            assert_eq!(name(&renumbered, now), name(&farm, was));
         }
     }
 
-    // A member joining takes about 1/11 of the keys, from every member.
-    let mut grown = testing::farm("web", 11).build();
-    grown.members.rotate_left(3);
+    // A member joining takes about 1/11 of the keys, from every member. The list starts at web4
+    // (id 0 is web4, id 8 is web1), so ids say nothing about names.
+    let grown = (0..11)
+        .fold(testing::farm("web", 11), |f, id| {
+            f.name(id, &format!("web{}", (id + 3) % 11 + 1))
+        })
+        .build();
     let mut joined = 0;
     for (i, &was) in (0..10_000).zip(&before) {
-        let now = id(p.choose(&user(i), &grown));
-        let name = &grown.members.iter().find(|m| m.id == now).map(|m| &m.name);
-        if *name != Some(&farm.members[was as usize].name) {
-            assert_eq!(*name, Some(&"web11".to_string()));
+        let now = name(&grown, id(p.choose(&user(i), &grown)));
+        if now != name(&farm, was) {
+            assert_eq!(now, Some("web11"));
             joined += 1;
         }
     }
@@ -507,21 +518,20 @@ fn cookie_affinity_keeps_a_client_on_its_member() {
 #[test]
 fn cookie_affinity_spreads_new_sessions_round_robin_and_pins_them() {
     let p = web(r#""affinity": "cookie""#);
-    let mut farm = testing::farm("web", 3).build();
     let mut chosen = Vec::new();
     for s in 0..6 {
-        farm.sequence = s;
+        let farm = testing::farm("web", 3).sequence(s).build();
         let (id, stick) = choice(p.choose(&get(), &farm));
         assert!(stick);
         chosen.push(id);
     }
     assert_eq!(chosen, [0, 1, 2, 0, 1, 2]);
     // Draining members get no new sessions.
-    let mut farm = testing::farm("web", 3)
-        .state(1, MemberState::Draining)
-        .build();
     for s in 0..20 {
-        farm.sequence = s;
+        let farm = testing::farm("web", 3)
+            .state(1, MemberState::Draining)
+            .sequence(s)
+            .build();
         let (id, stick) = choice(p.choose(&get(), &farm));
         assert!(stick && id != 1);
     }
@@ -563,7 +573,7 @@ fn cookie_affinity_uses_the_configured_balance_for_new_sessions() {
 
 // Client-IP affinity.
 
-fn client(i: u32) -> Request {
+fn client(i: u32) -> Request<'static> {
     testing::request("GET", "/")
         .client(&format!(
             "10.{}.{}.{}",

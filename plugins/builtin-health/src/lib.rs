@@ -125,14 +125,14 @@ impl Test {
     }
 
     fn evaluate(&self, probe: &Probe) -> HealthVerdict {
-        if let Some(error) = &probe.error {
+        if let Some(error) = probe.error() {
             return HealthVerdict::unhealthy(if error.is_empty() {
                 "no response"
             } else {
-                error.as_str()
+                error
             });
         }
-        let Some(status) = probe.status else {
+        let Some(status) = probe.status() else {
             return HealthVerdict::unhealthy("no response");
         };
         if !self.statuses.accepts(status) {
@@ -141,15 +141,16 @@ impl Test {
                 self.statuses.text
             ));
         }
-        if probe.latency_us > self.response_time_ms.saturating_mul(1000) {
+        let latency_us = probe.latency_us();
+        if latency_us > self.response_time_ms.saturating_mul(1000) {
             // Rounded up, so that a response just over the threshold never reads as equal to it.
-            let ms = probe.latency_us.div_ceil(1000);
+            let ms = latency_us.div_ceil(1000);
             return HealthVerdict::unhealthy(format!(
                 "responded in {ms} ms, over the {} ms threshold",
                 self.response_time_ms
             ));
         }
-        if !contains(&probe.body_prefix, &self.content_match) {
+        if !contains(probe.body_prefix(), &self.content_match) {
             return HealthVerdict::unhealthy(format!(
                 "the response does not contain \"{}\"",
                 self.content_text
@@ -202,7 +203,7 @@ impl Plugin for Health {
 impl HealthEvaluation for Health {
     fn evaluate(&self, probe: &Probe) -> HealthVerdict {
         self.farms
-            .get(&probe.farm)
+            .get(probe.farm())
             .unwrap_or(&self.default)
             .evaluate(probe)
     }
@@ -229,44 +230,39 @@ mod tests {
         }
     }
 
-    fn with_farm(mut probe: Probe, farm: &str) -> Probe {
-        probe.farm = farm.to_string();
-        probe
-    }
-
     #[test]
     fn defaults_accept_200_to_399_within_5000_ms() {
         let p = plugin("{}");
         for status in [200, 204, 301, 304, 399] {
             assert_eq!(
-                p.evaluate(&testing::probe(status, "", 1_000)),
+                p.evaluate(&testing::probe(status, "", 1_000).build()),
                 HealthVerdict::Healthy,
                 "{status}"
             );
         }
         assert_eq!(
-            p.evaluate(&testing::probe(199, "", 1_000)),
+            p.evaluate(&testing::probe(199, "", 1_000).build()),
             HealthVerdict::unhealthy("status 199 is not in 200-399")
         );
         assert_eq!(
-            p.evaluate(&testing::probe(400, "", 1_000)),
+            p.evaluate(&testing::probe(400, "", 1_000).build()),
             HealthVerdict::unhealthy("status 400 is not in 200-399")
         );
         assert_eq!(
-            p.evaluate(&testing::probe(503, "", 1_000)),
+            p.evaluate(&testing::probe(503, "", 1_000).build()),
             HealthVerdict::unhealthy("status 503 is not in 200-399")
         );
         // Exactly at the threshold still passes; a microsecond over does not.
         assert_eq!(
-            p.evaluate(&testing::probe(200, "", 5_000_000)),
+            p.evaluate(&testing::probe(200, "", 5_000_000).build()),
             HealthVerdict::Healthy
         );
         assert_eq!(
-            p.evaluate(&testing::probe(200, "", 5_000_001)),
+            p.evaluate(&testing::probe(200, "", 5_000_001).build()),
             HealthVerdict::unhealthy("responded in 5001 ms, over the 5000 ms threshold")
         );
         assert_eq!(
-            p.evaluate(&testing::probe(200, "", 6_200_000)),
+            p.evaluate(&testing::probe(200, "", 6_200_000).build()),
             HealthVerdict::unhealthy("responded in 6200 ms, over the 5000 ms threshold")
         );
     }
@@ -274,7 +270,7 @@ mod tests {
     #[test]
     fn lists_and_ranges_with_whitespace() {
         let p = plugin(r#"{"farms": {"web": {"statuses": " 200 ,301 - 302,  404"}}}"#);
-        let verdict = |status| p.evaluate(&testing::probe(status, "", 0));
+        let verdict = |status| p.evaluate(&testing::probe(status, "", 0).build());
         for ok in [200, 301, 302, 404] {
             assert_eq!(verdict(ok), HealthVerdict::Healthy, "{ok}");
         }
@@ -287,11 +283,11 @@ mod tests {
         }
         let single = plugin(r#"{"farms": {"web": {"statuses": "100-599"}}}"#);
         assert_eq!(
-            single.evaluate(&testing::probe(100, "", 0)),
+            single.evaluate(&testing::probe(100, "", 0).build()),
             HealthVerdict::Healthy
         );
         assert_eq!(
-            single.evaluate(&testing::probe(599, "", 0)),
+            single.evaluate(&testing::probe(599, "", 0).build()),
             HealthVerdict::Healthy
         );
     }
@@ -303,21 +299,21 @@ mod tests {
                           "api": {"content_match": "ready"}}}"#,
         );
         assert_eq!(
-            p.evaluate(&testing::probe(302, "", 0)),
+            p.evaluate(&testing::probe(302, "", 0).build()),
             HealthVerdict::unhealthy("status 302 is not in 200")
         );
         assert_eq!(
-            p.evaluate(&testing::probe(200, "", 150_000)),
+            p.evaluate(&testing::probe(200, "", 150_000).build()),
             HealthVerdict::unhealthy("responded in 150 ms, over the 100 ms threshold")
         );
-        let api = |body: &str| p.evaluate(&with_farm(testing::probe(302, body, 0), "api"));
+        let api = |body: &str| p.evaluate(&testing::probe(302, body, 0).farm("api").build());
         assert_eq!(api("status: ready\n"), HealthVerdict::Healthy);
         assert_eq!(
             api("status: starting"),
             HealthVerdict::unhealthy("the response does not contain \"ready\"")
         );
         // A farm missing from the map gets the defaults.
-        let other = |status| p.evaluate(&with_farm(testing::probe(status, "", 0), "other"));
+        let other = |status| p.evaluate(&testing::probe(status, "", 0).farm("other").build());
         assert_eq!(other(302), HealthVerdict::Healthy);
         assert_eq!(
             other(500),
@@ -328,7 +324,7 @@ mod tests {
     #[test]
     fn content_match_is_a_byte_search() {
         let p = plugin(r#"{"farms": {"web": {"content_match": "OK"}}}"#);
-        let verdict = |body: &str| p.evaluate(&testing::probe(200, body, 0));
+        let verdict = |body: &str| p.evaluate(&testing::probe(200, body, 0).build());
         assert_eq!(verdict("OK"), HealthVerdict::Healthy);
         assert_eq!(verdict("status=OK"), HealthVerdict::Healthy);
         assert_eq!(verdict("OK and more"), HealthVerdict::Healthy);
@@ -341,12 +337,13 @@ mod tests {
             );
         }
         // Bodies that are not UTF-8 are searched all the same.
-        let mut probe = testing::probe(200, "", 0);
-        probe.body_prefix = vec![0xff, 0xfe, b'O', b'K', 0x00];
+        let probe = testing::probe(200, "", 0)
+            .body(&[0xff, 0xfe, b'O', b'K', 0x00])
+            .build();
         assert_eq!(p.evaluate(&probe), HealthVerdict::Healthy);
         // The status is judged before the content.
         assert_eq!(
-            p.evaluate(&testing::probe(500, "OK", 0)),
+            p.evaluate(&testing::probe(500, "OK", 0).build()),
             HealthVerdict::unhealthy("status 500 is not in 200-399")
         );
     }
@@ -354,18 +351,19 @@ mod tests {
     #[test]
     fn probe_errors_and_missing_responses() {
         let p = plugin("{}");
-        let mut probe = testing::probe(200, "", 0);
-        probe.status = None;
-        probe.error = Some("connection refused".into());
+        let probe = testing::probe(200, "", 0)
+            .failed("connection refused")
+            .build();
         assert_eq!(
             p.evaluate(&probe),
             HealthVerdict::unhealthy("connection refused")
         );
-        probe.error = None;
+        let probe = testing::probe(200, "", 0).no_status().build();
         assert_eq!(p.evaluate(&probe), HealthVerdict::unhealthy("no response"));
         // An error wins even when a status came with it.
-        let mut probe = testing::probe(200, "", 0);
-        probe.error = Some("timed out reading the body".into());
+        let probe = testing::probe(200, "", 0)
+            .error("timed out reading the body")
+            .build();
         assert_eq!(
             p.evaluate(&probe),
             HealthVerdict::unhealthy("timed out reading the body")

@@ -121,8 +121,8 @@ impl Policy {
         if !self.enabled {
             return TranslationDecision::Pass;
         }
-        let internal = resp.internal_name.as_str();
-        let public = resp.public_name.as_str();
+        let internal = resp.internal_name();
+        let public = resp.public_name();
         let automatic = !internal.is_empty() && !internal.eq_ignore_ascii_case(public);
         if self.mappings.is_empty() && !automatic {
             return TranslationDecision::Pass;
@@ -130,10 +130,9 @@ impl Policy {
         let mut mappings = Vec::with_capacity(self.mappings.len() + 3);
         mappings.extend(self.mappings.iter().cloned());
         if automatic {
-            let scheme = if resp.public_scheme.is_empty() {
-                "http"
-            } else {
-                resp.public_scheme.as_str()
+            let scheme = match resp.public_scheme() {
+                "" => "http",
+                scheme => scheme,
             };
             let to = format!("{scheme}://{public}");
             mappings.push(Mapping {
@@ -158,10 +157,11 @@ impl Policy {
 
     fn translates_body(&self, resp: &Response) -> bool {
         // 1xx, 204 and 304 responses have no body to translate.
-        if resp.status < 200 || resp.status == 204 || resp.status == 304 {
+        let status = resp.status();
+        if status < 200 || status == 204 || status == 304 {
             return false;
         }
-        let Some(content_type) = &resp.content_type else {
+        let Some(content_type) = resp.content_type() else {
             return false;
         };
         let media = content_type.split(';').next().unwrap_or_default().trim();
@@ -215,7 +215,7 @@ impl Plugin for Links {
 impl LinkTranslation for Links {
     fn decide(&self, resp: &Response) -> TranslationDecision {
         self.rules
-            .get(&resp.rule)
+            .get(resp.rule())
             .unwrap_or(&self.default)
             .decide(resp)
     }
@@ -256,20 +256,12 @@ mod tests {
             .collect()
     }
 
-    fn https(mut resp: Response) -> Response {
-        resp.public_scheme = "https".into();
-        resp
-    }
-
     #[test]
     fn internal_name_maps_to_the_public_name_over_http() {
         let p = plugin("{}");
-        let t = translation(p.decide(&testing::response(
-            200,
-            "text/html",
-            "www.example.com",
-            "web01.corp.local",
-        )));
+        let t = translation(p.decide(
+            &testing::response(200, "text/html", "www.example.com", "web01.corp.local").build(),
+        ));
         assert_eq!(
             pairs(&t),
             [
@@ -288,12 +280,13 @@ mod tests {
     #[test]
     fn scheme_follows_an_https_listener() {
         let p = plugin("{}");
-        let t = translation(p.decide(&https(testing::response(
-            200,
-            "text/html",
-            "www.example.com",
-            "web01:8080",
-        ))));
+        let t = translation(
+            p.decide(
+                &testing::response(200, "text/html", "www.example.com", "web01:8080")
+                    .public_scheme("https")
+                    .build(),
+            ),
+        );
         assert_eq!(
             pairs(&t),
             [
@@ -310,12 +303,9 @@ mod tests {
             r#"{"rules": {"site": {"mappings": [["http://cdn.corp.local", "https://cdn.example.com"]],
                                     "headers": ["Location", "X-Backend-Url"]}}}"#,
         );
-        let t = translation(p.decide(&testing::response(
-            302,
-            "text/html",
-            "www.example.com",
-            "web01",
-        )));
+        let t = translation(
+            p.decide(&testing::response(302, "text/html", "www.example.com", "web01").build()),
+        );
         assert_eq!(
             pairs(&t),
             [
@@ -327,7 +317,9 @@ mod tests {
         );
         assert_eq!(t.headers, ["location", "x-backend-url"]);
         // Configured mappings alone are enough to translate.
-        let t = translation(p.decide(&testing::response(200, "text/css", "www.example.com", "")));
+        let t = translation(
+            p.decide(&testing::response(200, "text/css", "www.example.com", "").build()),
+        );
         assert_eq!(
             pairs(&t),
             [("http://cdn.corp.local", "https://cdn.example.com")]
@@ -340,12 +332,7 @@ mod tests {
         let p = plugin("{}");
         for internal in ["", "www.example.com", "WWW.Example.COM"] {
             assert_eq!(
-                p.decide(&testing::response(
-                    200,
-                    "text/html",
-                    "www.example.com",
-                    internal
-                )),
+                p.decide(&testing::response(200, "text/html", "www.example.com", internal).build()),
                 TranslationDecision::Pass,
                 "{internal:?}"
             );
@@ -356,17 +343,13 @@ mod tests {
     fn disabled_rule_passes() {
         let p = plugin(r#"{"rules": {"site": {"enabled": false, "mappings": [["a", "b"]]}}}"#);
         assert_eq!(
-            p.decide(&testing::response(
-                200,
-                "text/html",
-                "www.example.com",
-                "web01"
-            )),
+            p.decide(&testing::response(200, "text/html", "www.example.com", "web01").build()),
             TranslationDecision::Pass
         );
         // Another rule still gets the defaults.
-        let mut resp = testing::response(200, "text/html", "www.example.com", "web01");
-        resp.rule = "other".into();
+        let resp = testing::response(200, "text/html", "www.example.com", "web01")
+            .rule("other")
+            .build();
         assert_eq!(translation(p.decide(&resp)).mappings.len(), 3);
     }
 
@@ -374,7 +357,10 @@ mod tests {
     fn content_types_with_parameters_and_case() {
         let p = plugin("{}");
         let body = |status, ct: &str| {
-            translation(p.decide(&testing::response(status, ct, "www.example.com", "web01"))).body
+            translation(
+                p.decide(&testing::response(status, ct, "www.example.com", "web01").build()),
+            )
+            .body
         };
         assert!(body(200, "text/html; charset=utf-8"));
         assert!(body(200, "Text/HTML;charset=UTF-8"));
@@ -385,15 +371,19 @@ mod tests {
         assert!(!body(200, "application/octet-stream"));
         assert!(!body(200, "text/plain"));
         assert!(!body(200, ""));
-        let mut resp = testing::response(200, "text/html", "www.example.com", "web01");
-        resp.content_type = None;
+        let resp = testing::response(200, "text/html", "www.example.com", "web01")
+            .no_content_type()
+            .build();
         assert!(!translation(p.decide(&resp)).body);
 
         let custom = plugin(
             r#"{"rules": {"site": {"content_types": ["Text/Plain; charset=utf-8", " application/xhtml+xml "]}}}"#,
         );
         let body = |ct: &str| {
-            translation(custom.decide(&testing::response(200, ct, "www.example.com", "web01"))).body
+            translation(
+                custom.decide(&testing::response(200, ct, "www.example.com", "web01").build()),
+            )
+            .body
         };
         assert!(body("text/plain"));
         assert!(body("application/XHTML+xml; charset=utf-8"));
@@ -404,24 +394,18 @@ mod tests {
     fn responses_without_a_body_translate_headers_only() {
         let p = plugin("{}");
         for status in [100, 101, 204, 304] {
-            let t = translation(p.decide(&testing::response(
-                status,
-                "text/html",
-                "www.example.com",
-                "web01",
-            )));
+            let t = translation(p.decide(
+                &testing::response(status, "text/html", "www.example.com", "web01").build(),
+            ));
             assert!(!t.body, "{status}");
             assert_eq!(t.mappings.len(), 3);
             assert_eq!(t.headers.len(), 4);
         }
         for status in [200, 201, 206, 301, 302, 404, 503] {
             assert!(
-                translation(p.decide(&testing::response(
-                    status,
-                    "text/html",
-                    "www.example.com",
-                    "web01"
-                )))
+                translation(p.decide(
+                    &testing::response(status, "text/html", "www.example.com", "web01").build()
+                ))
                 .body,
                 "{status}"
             );

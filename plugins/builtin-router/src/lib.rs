@@ -532,12 +532,12 @@ impl Plugin for Rewriter {
 
 impl Router for Rewriter {
     fn route(&self, req: &Request) -> RouteDecision {
-        let Some(rules) = self.rules.get(&req.rule) else {
+        let Some(rules) = self.rules.get(req.rule()) else {
             return RouteDecision::Pass;
         };
-        let host = without_port(&req.host);
-        let mut path: Cow<'_, str> = Cow::Borrowed(&req.path);
-        let mut query: Option<Cow<'_, str>> = req.query.as_deref().map(Cow::Borrowed);
+        let host = without_port(req.host());
+        let mut path: Cow<'_, str> = Cow::Borrowed(req.path());
+        let mut query: Option<Cow<'_, str>> = req.query().map(Cow::Borrowed);
         let mut farm: Option<&str> = None;
         let mut headers = HeaderChanges::default();
 
@@ -556,7 +556,7 @@ impl Router for Rewriter {
                 path: &path,
                 query: query.as_deref(),
                 host,
-                http_host: &req.host,
+                http_host: req.host(),
                 path_pattern: rule.path.as_ref(),
                 host_pattern: rule.host.as_ref(),
             };
@@ -634,7 +634,7 @@ impl Router for Rewriter {
             }
         }
 
-        let path_changed = path != req.path.as_str() || query.as_deref() != req.query.as_deref();
+        let path_changed = path != req.path() || query.as_deref() != req.query();
         if !path_changed && farm.is_none() && headers.is_empty() {
             return RouteDecision::Pass;
         }

@@ -17,7 +17,7 @@ fn error(rules: &str) -> String {
     }
 }
 
-fn get(path_and_query: &str) -> Request {
+fn get(path_and_query: &str) -> Request<'static> {
     testing::request("GET", path_and_query).build()
 }
 
@@ -235,8 +235,7 @@ fn redirect_after_a_rewrite_uses_the_rewritten_path() {
 #[test]
 fn location_drops_line_breaks_from_the_request() {
     let p = plugin(r#"[{"path": "(?s)^/go/(.*)", "action": "redirect", "url": "/to/{R:1}"}]"#);
-    let mut req = get("/go/x");
-    req.path = "/go/a\r\nset-cookie: evil".into();
+    let req = get("/go/a\r\nset-cookie: evil");
     assert_eq!(
         p.route(&req),
         RouteDecision::redirect(301, "/to/aset-cookie: evil")
@@ -370,8 +369,7 @@ fn header_values_lose_line_breaks_from_the_request() {
     let p = plugin(
         r#"[{"path": "(?s)^/(.*)", "action": "none", "set_headers": [["x-path", "{R:1}"]]}]"#,
     );
-    let mut req = get("/x");
-    req.path = "/a\nb\0c".into();
+    let req = get("/a\nb\0c");
     assert_eq!(
         forward(p.route(&req)).set_headers,
         set(&[("x-path", "abc")])

@@ -25,10 +25,10 @@ impl Router for Hostile {
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
-                    n = std::hint::black_box(n.wrapping_add(req.path.len() as u64));
+                    n = std::hint::black_box(n.wrapping_add(req.path().len() as u64));
                 }
             }
-            "panic" => panic!("hostile plugin panics on {}", req.path),
+            "panic" => panic!("hostile plugin panics on {}", req.path()),
             "alloc" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {

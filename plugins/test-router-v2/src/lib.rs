@@ -28,7 +28,7 @@ impl Router for RouterV2 {
         let Some(farm) = &self.farm else {
             return RouteDecision::Pass;
         };
-        let Some(rest) = req.path.strip_prefix("/v2") else {
+        let Some(rest) = req.path().strip_prefix("/v2") else {
             return RouteDecision::Pass;
         };
         if !(rest.is_empty() || rest.starts_with('/')) {
@@ -36,7 +36,7 @@ impl Router for RouterV2 {
         }
         let path = if self.strip {
             let p = if rest.is_empty() { "/" } else { rest };
-            Some(match &req.query {
+            Some(match req.query() {
                 Some(q) => format!("{p}?{q}"),
                 None => p.to_string(),
             })
