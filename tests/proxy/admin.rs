@@ -311,6 +311,11 @@ async fn metrics_parse_as_prometheus_text() {
         ),
         3.0
     );
+    // The built-in balance plugin chose every member; the host never chose in its place.
+    assert_eq!(
+        value("farmgate_farm_fallback_choices_total", &[("farm", "farm")]),
+        0.0
+    );
     assert!(matches!(
         scrape
             .samples
