@@ -5,6 +5,17 @@ use std::process::{Command, Stdio};
 
 use crate::support::*;
 
+/// How many times a start is tried when another process took a sample member's port first.
+const BIND_ATTEMPTS: usize = 5;
+
+/// A port that was free a moment ago. The default config's sample members bind fixed ports
+/// named in the farm too, so they cannot take port 0; a start that loses the port to another
+/// process is tried again on new ones (see [`BIND_ATTEMPTS`]).
+async fn released_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
 /// The shipped default config with its fixed ports swapped for free ones and its plugin folder
 /// moved to `plugin_dir` (and the code cache beside it, not into the working directory).
 async fn default_config_on_free_ports(plugin_dir: &std::path::Path) -> String {
@@ -15,7 +26,7 @@ async fn default_config_on_free_ports(plugin_dir: &std::path::Path) -> String {
         .replace("bind = \"127.0.0.1:8080\"", "bind = \"127.0.0.1:0\"")
         .replace("bind = \"127.0.0.1:9090\"", "bind = \"127.0.0.1:0\"");
     for old in [8081, 8082, 8083] {
-        let new = closed_port().await;
+        let new = released_port().await;
         text = text
             .replace(&format!("127.0.0.1:{old}"), &format!("127.0.0.1:{new}"))
             .replace(&format!("port = {old}"), &format!("port = {new}"));
@@ -37,7 +48,24 @@ async fn default_config_on_free_ports(plugin_dir: &std::path::Path) -> String {
 #[tokio::test]
 async fn the_default_config_serves_its_demo_farm() {
     let plugins = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(&default_config_on_free_ports(plugins.path()).await).await;
+    let mut attempts = 0;
+    let proxy = loop {
+        attempts += 1;
+        let text = default_config_on_free_ports(plugins.path()).await;
+        let config = farmgate::Config::parse(&text, "test.toml").expect("default config");
+        match farmgate::start(config).await {
+            Ok(running) => {
+                let addr = running.listeners()[0].1;
+                break Proxy {
+                    running: Some(running),
+                    addr,
+                };
+            }
+            Err(farmgate::StartError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && attempts < BIND_ATTEMPTS => {}
+            Err(e) => panic!("the default config does not start: {e}"),
+        }
+    };
     let mut client = Client::connect(proxy.addr).await;
     let mut served = std::collections::BTreeSet::new();
     for _ in 0..6 {
@@ -124,48 +152,72 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
 }
 
 /// The real binary running the default config (on free ports) with `args` before `run`, its
-/// standard error piped: the child, and its log lines as they arrive.
+/// standard error piped and the environment variables farmgate reads cleared: the child, its
+/// log lines as they arrive, and the lines logged up to the one saying it is serving.
 fn spawn_binary(
     rt: &tokio::runtime::Runtime,
     dir: &std::path::Path,
     args: &[&str],
-) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
-    let config = rt.block_on(default_config_on_free_ports(&dir.join("plugins.d")));
-    let path = dir.join("farmgate.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_farmgate"))
-        .args(args)
-        .args(["run", "--config", path.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Log lines arrive on a channel, so every wait for one is bounded.
-    let (tx, log) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    Vec<String>,
+) {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let config = rt.block_on(default_config_on_free_ports(&dir.join("plugins.d")));
+        let path = dir.join("farmgate.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_farmgate"))
+            .args(args)
+            .args(["run", "--config", path.to_str().unwrap()])
+            .env_remove("RUST_LOG")
+            .env_remove(farmgate::config::defaults::ADMIN_TOKEN_ENV)
+            .env_remove(farmgate::config::defaults::AFFINITY_KEY_ENV)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Log lines arrive on a channel, so every wait for one is bounded.
+        let (tx, log) = std::sync::mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
+        });
+        let (seen, serving) = lines_until(&log, "point a browser at ");
+        if serving {
+            return (child, log, seen);
         }
-    });
-    (child, log)
+        let _ = child.kill();
+        let _ = child.wait();
+        // Another process took a port between its choice and the bind: new ports.
+        let lost_a_port = seen.iter().any(|l| l.contains("Address already in use"));
+        assert!(
+            lost_a_port && attempts < BIND_ATTEMPTS,
+            "farmgate did not start: {seen:?}"
+        );
+    }
 }
 
-/// The lines logged until one contains `needle` (that one last), within the test's patience;
-/// `None` when it does not come.
-fn lines_until(log: &std::sync::mpsc::Receiver<String>, needle: &str) -> Option<Vec<String>> {
+/// The lines logged until one contains `needle` (that one last), within the test's patience, and
+/// whether it came (else the log ended or patience ran out).
+fn lines_until(log: &std::sync::mpsc::Receiver<String>, needle: &str) -> (Vec<String>, bool) {
     let deadline = std::time::Instant::now() + PATIENCE;
     let mut seen = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = log.recv_timeout(left).ok()?;
+        let Ok(line) = log.recv_timeout(left) else {
+            return (seen, false);
+        };
         let found = line.contains(needle);
         seen.push(line);
         if found {
-            return Some(seen);
+            return (seen, true);
         }
     }
 }
@@ -174,11 +226,9 @@ fn lines_until(log: &std::sync::mpsc::Receiver<String>, needle: &str) -> Option<
 fn logs_to_a_pipe_carry_no_colour_codes() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, log) = spawn_binary(&rt, dir.path(), &[]);
-    let seen = lines_until(&log, "point a browser at ");
+    let (mut child, _log, seen) = spawn_binary(&rt, dir.path(), &[]);
     let _ = child.kill();
     let _ = child.wait();
-    let seen = seen.expect("a start-up line");
     assert!(
         seen.iter().all(|l| !l.contains('\x1b')),
         "colour codes in piped logs: {seen:?}"
@@ -193,13 +243,13 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
 fn the_binary_runs_a_config_reloads_on_sighup_and_stops_on_sigterm() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, log) = spawn_binary(&rt, dir.path(), &["--log-format", "json"]);
+    let (mut child, log, mut seen) = spawn_binary(&rt, dir.path(), &["--log-format", "json"]);
     let wait_for = |needle: &str| -> String {
-        lines_until(&log, needle)
-            .and_then(|mut seen| seen.pop())
-            .unwrap_or_else(|| panic!("no log line containing {needle:?}"))
+        let (mut seen, found) = lines_until(&log, needle);
+        assert!(found, "no log line containing {needle:?}: {seen:?}");
+        seen.pop().unwrap_or_default()
     };
-    let line = wait_for("point a browser at ");
+    let line = seen.pop().unwrap_or_default();
     let url = line
         .split("point a browser at ")
         .nth(1)
