@@ -167,8 +167,16 @@ fn spawn_binary(
     loop {
         attempts += 1;
         let config = rt.block_on(default_config_on_free_ports(&dir.join("plugins.d")));
+        // The config farmgate is given is a link to the file, which lives in a folder of its
+        // own: farmgate watches the link's folder, so an edit of the file itself reaches it
+        // only when something asks for a reload (SIGHUP).
+        let file = dir.join("edited").join("farmgate.toml");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, config).unwrap();
         let path = dir.join("farmgate.toml");
-        std::fs::write(&path, config).unwrap();
+        if !path.exists() {
+            std::os::unix::fs::symlink(&file, &path).unwrap();
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_farmgate"))
             .args(args)
             .args(["run", "--config", path.to_str().unwrap()])
@@ -262,16 +270,38 @@ fn the_binary_runs_a_config_reloads_on_sighup_and_stops_on_sigterm() {
         .unwrap()
         .parse()
         .unwrap();
-    let a = rt.block_on(get_once(([127, 0, 0, 1], port).into(), "localhost", "/"));
+    let web = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let a = rt.block_on(get_once(web, "localhost", "/reloaded"));
     assert_eq!(a.status, 200);
+    assert!(
+        a.text().contains("Hello from"),
+        "a member answers: {}",
+        a.text()
+    );
 
+    // The file gains a rule that answers /reloaded itself; SIGHUP makes farmgate read it.
+    let file = dir.path().join("edited").join("farmgate.toml");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(
+        "\n[[rules.rewrite]]\npath = '^/reloaded$'\naction = \"respond\"\nstatus = 200\nbody = \"reloaded\"\n",
+    );
+    let partial = file.with_extension("partial");
+    std::fs::write(&partial, text).unwrap();
+    std::fs::rename(&partial, &file).unwrap();
     let hup = Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(hup.success());
+    wait_for("SIGHUP: reloading the config");
     wait_for("config reloaded");
-    let a = rt.block_on(get_once(([127, 0, 0, 1], port).into(), "localhost", "/"));
+    let a = rt.block_on(get_once(web, "localhost", "/reloaded"));
+    assert_eq!(
+        (a.status.as_u16(), a.text().as_str()),
+        (200, "reloaded"),
+        "the reloaded config applies"
+    );
+    let a = rt.block_on(get_once(web, "localhost", "/"));
     assert_eq!(a.status, 200, "still serving after the reload");
 
     let killed = Command::new("kill")
