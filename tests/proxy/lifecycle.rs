@@ -322,3 +322,65 @@ fn the_binary_runs_a_config_reloads_on_sighup_and_stops_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn the_combined_access_log_is_ncsa_combined_with_farmgates_fields() {
+    let backend = Backend::start("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let config = simple_config(&[&backend], "", "").replace(
+        "format = \"off\"",
+        &format!("format = \"combined\"\npath = \"{}\"", log.display()),
+    );
+    let proxy = Proxy::start(&config).await;
+    let mut client = Client::connect(proxy.addr).await;
+    let req = http::Request::get("/a?b=c")
+        .header("host", "www.example.com")
+        .header("referer", "https://ref.test/page")
+        .header("user-agent", "agent \"quoted\"/1.0")
+        .body(empty())
+        .unwrap();
+    assert_eq!(client.request(req).await.status, 200);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("one access log line", || read().lines().count() == 1).await;
+    let text = read();
+    let line = text.lines().next().unwrap();
+    // host ident authuser [date] "request" status bytes "referer" "user-agent", then farmgate's
+    // fields; the member's body is its name, one byte.
+    let combined = regex_lite::Regex::new(
+        r#"^127\.0\.0\.1 - - \[\d{2}/(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "GET /a\?b=c HTTP/1\.1" 200 1 "https://ref\.test/page" "agent \\"quoted\\"/1\.0" rule=site farm=farm member=b ms=\d+\.\d{3}$"#,
+    )
+    .unwrap();
+    assert!(combined.is_match(line), "{line}");
+}
+
+#[tokio::test]
+async fn shutdown_ends_requests_that_outlast_the_grace_period() {
+    use tokio::io::AsyncWriteExt;
+    let backend = Backend::start("b").await;
+    let mut proxy = Proxy::start(&simple_config(
+        &[&backend],
+        "",
+        "shutdown_grace = \"200ms\"",
+    ))
+    .await;
+    let mut held = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    held.write_all(b"GET /hold HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    eventually("the member holds the request", || backend.requests() == 1).await;
+    // The member never answers; shutdown gives up on the request after the grace period (the
+    // default, 30 s, is past the test's patience).
+    let running = proxy.running.take().unwrap();
+    bounded(
+        "shutdown completes without the held request",
+        running.shutdown(),
+    )
+    .await;
+    let mut out = [0u8; 64];
+    let read = held.try_read(&mut out).unwrap_or(0);
+    assert!(
+        !String::from_utf8_lossy(&out[..read]).contains("released"),
+        "the held request was answered"
+    );
+}
