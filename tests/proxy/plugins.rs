@@ -595,3 +595,117 @@ async fn backoff_doubles_with_each_disable_and_a_new_file_resets_it() {
     assert_eq!(fresh.stats.calls.load(Ordering::Relaxed), 1);
     assert_eq!(fresh.stats.backoff(), Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn plugins_reach_files_and_the_network_only_when_granted() {
+    use tokio::io::AsyncWriteExt;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let granted = tempfile::tempdir().unwrap();
+    let secret = granted.path().join("secret.txt");
+    std::fs::write(&secret, "the secret").unwrap();
+    // A server that greets every connection with one line.
+    let greeter = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let greeter_addr = greeter.local_addr().unwrap();
+    let greeting = tokio::spawn(async move {
+        while let Ok((mut s, _)) = greeter.accept().await {
+            let _ = s.write_all(b"hello from the network\n").await;
+        }
+    });
+    let granted_dir = granted.path().display().to_string();
+    for (grant, read, connect) in [
+        ("", None, None),
+        (
+            &*format!("read_only_dirs = [{granted_dir:?}]"),
+            Some("the secret"),
+            None,
+        ),
+        ("network = true", None, Some("hello from the network")),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        drop_plugin(dir.path(), "sandbox", &guest("test-sandbox"));
+        let extra = format!(
+            "[plugins.config.sandbox]\nsettings = {{ file = {:?}, addr = \"{greeter_addr}\" }}\n{grant}",
+            secret.display().to_string()
+        );
+        let proxy = Proxy::start(&two_farm_config(&a, &b, dir.path(), &extra)).await;
+        let mut client = Client::connect(proxy.addr).await;
+        for (path, expected) in [("/read", read), ("/connect", connect)] {
+            let r = client.get("www.example.com", path).await;
+            match expected {
+                Some(text) => assert_eq!(
+                    (r.status.as_u16(), r.text().as_str()),
+                    (200, text),
+                    "grant {grant:?}: {path}"
+                ),
+                None => assert_eq!(r.status, 403, "grant {grant:?}: {path}: {}", r.text()),
+            }
+        }
+    }
+    greeting.abort();
+}
+
+#[tokio::test]
+async fn compiled_code_is_loaded_only_from_a_private_cache_of_farmgates_own_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let scratch = tempfile::tempdir().unwrap();
+    let set_mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    // The cache of a proxy running test-pass: its compiled code, and the name farmgate gives a
+    // compiled file (source hash, then a tag of the engine).
+    let pass = guest("test-pass");
+    let learn = scratch.path().join("learn");
+    let plugins = tempfile::tempdir().unwrap();
+    drop_plugin(plugins.path(), "router", &pass);
+    let extra = format!("cache_dir = {:?}", learn.display().to_string());
+    drop(Proxy::start(&two_farm_config(&a, &b, plugins.path(), &extra)).await);
+    let pass_hash = sha256_hex(&pass);
+    let compiled = std::fs::read_dir(&learn)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&pass_hash))
+        .expect("test-pass's compiled code in the cache")
+        .path();
+    let engine_tag = compiled
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches(&pass_hash)
+        .to_string();
+    let impostor = std::fs::read(&compiled).unwrap();
+
+    // The router (test-router-v2 sends /v2/ to farm v2, member b) is loaded where the cache
+    // holds test-pass's code under the router's name (test-pass passes: member a). The code is
+    // used only when the folder and file are private and the file is owned like the folder.
+    let router = guest("test-router-v2");
+    let slot = format!("{}{engine_tag}", sha256_hex(&router));
+    let running_as_root = std::fs::metadata(scratch.path())
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap();
+    let mut cases = vec![
+        ("a private folder and file", 0o700, 0o600, false, "a"),
+        ("a folder others can read", 0o755, 0o600, false, "b"),
+        ("a file others can write", 0o700, 0o622, false, "b"),
+    ];
+    if running_as_root {
+        cases.push(("a file of another owner", 0o700, 0o600, true, "b"));
+    }
+    for (i, (case, dir_mode, file_mode, foreign, expected)) in cases.into_iter().enumerate() {
+        let cache = scratch.path().join(format!("cache-{i}"));
+        std::fs::create_dir(&cache).unwrap();
+        let planted = cache.join(&slot);
+        std::fs::write(&planted, &impostor).unwrap();
+        set_mode(&planted, file_mode);
+        if foreign {
+            std::os::unix::fs::chown(&planted, Some(4242), Some(4242)).unwrap();
+        }
+        set_mode(&cache, dir_mode);
+        let plugins = tempfile::tempdir().unwrap();
+        drop_plugin(plugins.path(), "router", &router);
+        let extra = format!("cache_dir = {:?}", cache.display().to_string());
+        let proxy = Proxy::start(&two_farm_config(&a, &b, plugins.path(), &extra)).await;
+        let mut client = Client::connect(proxy.addr).await;
+        assert_eq!(served_by(&mut client, "/v2/x").await, expected, "{case}");
+    }
+}
