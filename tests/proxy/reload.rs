@@ -186,7 +186,7 @@ async fn requests_in_flight_finish_on_the_generation_they_started_on() {
 async fn the_admin_api_reloads_and_reports_errors() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let dir = tempfile::tempdir().unwrap();
-    let admin_section = "[admin]\nbind = \"127.0.0.1:0\"\n";
+    let admin_section = &format!("[admin]\nbind = \"127.0.0.1:0\"\ntoken_env = \"{UNSET_ENV}\"\n");
     let text = simple_config(&[&a], "", "") + admin_section;
     let (proxy, path) = start_on_linked_file(dir.path(), &text).await;
     let admin = proxy.running().admin.unwrap();

@@ -682,6 +682,11 @@ impl Proxy {
     }
 }
 
+/// The name of an environment variable no one sets. Test configs read their admin token and
+/// affinity key from it (`token_env`, `affinity_key_env`) rather than from the variables
+/// farmgate reads by default, which the environment the tests run in may set.
+pub const UNSET_ENV: &str = "FARMGATE_TESTS_READ_NOTHING_FROM_HERE";
+
 /// Config text for one listener, one rule for `*`, one farm of the given backends.
 pub fn simple_config(backends: &[&Backend], rule_extra: &str, proxy_extra: &str) -> String {
     let even: Vec<(&Backend, u32)> = backends.iter().map(|b| (*b, 1)).collect();
@@ -708,6 +713,7 @@ pub fn weighted_config(
     format!(
         r#"
 [proxy]
+affinity_key_env = "{UNSET_ENV}"
 {proxy_extra}
 [access_log]
 format = "off"
