@@ -32,22 +32,36 @@ fn rule_matching(c: &mut Criterion) {
         let config = config_with_sites(sites);
         let table = RouteTable::new(&config);
         let last = sites - 1;
+        // Each case with the rule it must find.
         let cases = [
             (
                 "exact",
                 format!("www.site{last}.example:8080"),
                 "/index.html",
+                format!("site{last}"),
             ),
             (
                 "prefix",
                 format!("WWW.site{last}.example"),
                 "/api/v2/orders/17",
+                format!("api{last}"),
             ),
-            ("wildcard", format!("shop.site{last}.example"), "/cart"),
-            ("fallback", "unknown.example".to_string(), "/"),
+            (
+                "wildcard",
+                format!("shop.site{last}.example"),
+                "/cart",
+                format!("wild{last}"),
+            ),
+            (
+                "fallback",
+                "unknown.example".to_string(),
+                "/",
+                "any".to_string(),
+            ),
         ];
-        for (name, host, path) in &cases {
-            assert!(table.route(0, host, path).is_some());
+        for (name, host, path, rule) in &cases {
+            let found = table.route(0, host, path).map(|i| &config.rules[i].name);
+            assert_eq!(found, Some(rule), "{name} with {sites} sites");
             group.bench_with_input(
                 BenchmarkId::new(*name, sites),
                 &(host, path),
@@ -95,25 +109,47 @@ fn header_rewriting(c: &mut Criterion) {
     let client = headers::ClientAddr::new("198.51.100.23".parse().expect("ip"));
     let via = headers::Via::new("farmgate");
     let host = HeaderValue::from_static("www.contoso.com");
+    let rewrite = |h: &mut HeaderMap| {
+        headers::remove_hop_by_hop(h);
+        headers::add_forwarding(
+            h,
+            &Forwarding {
+                client: &client,
+                proto: "http",
+                host: Some(&host),
+            },
+        );
+        via.append(h, Version::HTTP_11);
+    };
+    // What is measured does the work: hop-by-hop headers gone, the client appended to the
+    // forwarding chain, Via added, the end-to-end headers kept.
+    let mut once = template.clone();
+    rewrite(&mut once);
+    assert!(once.get("connection").is_none() && once.get("keep-alive").is_none());
+    let forwarded_for: Vec<&str> = once
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert_eq!(forwarded_for.join(", "), "203.0.113.7, 198.51.100.23");
+    assert!(
+        once.get("via")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("farmgate")),
+        "{once:?}"
+    );
+    assert_eq!(once.get("cookie"), template.get("cookie"));
     let mut group = c.benchmark_group("headers");
     group.bench_function("request_rewrite_15_headers", |b| {
         b.iter_batched_ref(
             || template.clone(),
-            |h| {
-                headers::remove_hop_by_hop(h);
-                headers::add_forwarding(
-                    h,
-                    &Forwarding {
-                        client: &client,
-                        proto: "http",
-                        host: Some(&host),
-                    },
-                );
-                via.append(h, Version::HTTP_11);
-            },
+            |h| rewrite(h),
             criterion::BatchSize::SmallInput,
         )
     });
+    let mut once = template.clone();
+    headers::remove_hop_by_hop(&mut once);
+    assert_eq!(once.len(), template.len() - 2, "{once:?}");
     group.bench_function("hop_by_hop_only", |b| {
         b.iter_batched_ref(
             || template.clone(),

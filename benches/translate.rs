@@ -136,6 +136,32 @@ fn brotli(data: &[u8]) -> Vec<u8> {
     w.into_inner()
 }
 
+/// The page as translation must leave it: every internal link (the page uses one spelling) on
+/// the public name, nothing else touched.
+fn translated(html: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(html)
+        .replace("http://intranet.contoso.local", "https://www.contoso.com")
+        .into_bytes()
+}
+
+fn decoded(coding: Coding, body: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    match coding {
+        Coding::Gzip => flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut out)
+            .expect("gzip output"),
+        Coding::Brotli => brotli::Decompressor::new(body, 4096)
+            .read_to_end(&mut out)
+            .expect("brotli output"),
+        _ => {
+            out.extend_from_slice(body);
+            out.len()
+        }
+    };
+    out
+}
+
 fn link_translation(c: &mut Criterion) {
     let m = mappings();
     let mut group = c.benchmark_group("translate");
@@ -147,6 +173,18 @@ fn link_translation(c: &mut Criterion) {
     for (name, links) in [("identity", true), ("identity_no_links", false)] {
         let html = page(links);
         let input = chunks(&html);
+        // The measured work gives the right page.
+        let mut t = Translator::new(m.clone());
+        let mut out: Vec<u8> = Vec::new();
+        for chunk in &input {
+            out.extend_from_slice(&t.push(chunk.clone()));
+        }
+        out.extend_from_slice(&t.finish());
+        assert!(
+            out == translated(&html),
+            "{name}: the translated page differs"
+        );
+        assert_eq!(out == html, !links, "{name}");
         group.throughput(Throughput::Bytes(html.len() as u64));
         group.bench_function(name, |b| {
             b.iter(|| {
@@ -166,6 +204,16 @@ fn link_translation(c: &mut Criterion) {
         ("brotli", Coding::Brotli, brotli(&html)),
     ] {
         let input = chunks(&encoded);
+        let mut t = BodyTranslator::new(coding, m.clone());
+        let mut out: Vec<u8> = Vec::new();
+        for chunk in &input {
+            out.extend_from_slice(&t.push(chunk.clone()).expect("valid body"));
+        }
+        out.extend_from_slice(&t.finish().expect("complete body"));
+        assert!(
+            decoded(coding, &out) == translated(&html),
+            "{name}: the translated page differs"
+        );
         group.bench_function(name, |b| {
             b.iter(|| {
                 let mut t = BodyTranslator::new(coding, m.clone());
@@ -188,7 +236,10 @@ fn per_response_setup(c: &mut Criterion) {
         b.iter(|| Mappings::new(black_box(&pairs)))
     });
     let cache = MatcherCache::default();
-    cache.get(&pairs).expect("bench mappings");
+    let first = cache.get(&pairs).expect("bench mappings");
+    // The cache hands out the searcher it built, not a new one.
+    let again = cache.get(&pairs).expect("bench mappings");
+    assert!(Arc::ptr_eq(&first, &again));
     group.bench_function("cached searcher", |b| {
         b.iter(|| cache.get(black_box(&pairs)))
     });

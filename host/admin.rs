@@ -595,6 +595,18 @@ impl Admin {
                 u8::from(f.in_panic())
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP farmgate_farm_fallback_choices_total First attempts whose member the host chose because the affinity chain (built-in balancer included) decided nothing.\n# TYPE farmgate_farm_fallback_choices_total counter"
+        );
+        for f in farms.iter() {
+            let _ = writeln!(
+                out,
+                "farmgate_farm_fallback_choices_total{{farm=\"{}\"}} {}",
+                label(&f.name),
+                f.fallbacks.load(Ordering::Relaxed)
+            );
+        }
         let pool = self.proxy.pool.stats();
         type PoolGetter = fn(&crate::pool::PeerStats) -> f64;
         let pool_metrics: [(&str, &str, &str, PoolGetter); 4] = [

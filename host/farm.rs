@@ -420,6 +420,12 @@ pub struct Farm {
     cursor: AtomicUsize,
     /// Member choices asked of the affinity chain so far: what round-robin policies rotate by.
     pub sequence: AtomicU64,
+    /// First attempts the affinity chain was asked about and left to the host's own choice
+    /// (every plugin passed or failed open, or one chose a member that cannot take requests).
+    /// The built-in balance plugin decides whenever a member can take requests, so outside
+    /// those cases this stays 0; the metrics show it, so a broken balancer cannot hide behind
+    /// the host's choice.
+    pub fallbacks: AtomicU64,
     /// The affinity cookie's name.
     pub cookie_name: String,
     /// The affinity cookie signing key (for members added later).
@@ -579,6 +585,7 @@ impl Farm {
             members: ArcSwap::from_pointee(members),
             cursor: AtomicUsize::new(0),
             sequence: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
             cookie_name: config.affinity_cookie.clone(),
             key: Arc::from(key),
             min_servers: config.health.min_servers,

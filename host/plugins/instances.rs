@@ -148,7 +148,10 @@ impl Plugin {
                 .map_err(|e| format!("cannot grant {}: {e}", dir.display()))?;
         }
         if self.config.network {
-            b.inherit_network().allow_ip_name_lookup(true);
+            // wasmtime-wasi allows no TCP unless told to, whatever the address check says.
+            b.inherit_network()
+                .allow_ip_name_lookup(true)
+                .allow_tcp(true);
         }
         Ok(b.build())
     }

@@ -159,7 +159,16 @@ pub(super) fn describe(e: &wasmtime::Error) -> String {
         Some(t) => format!("trap: {t}"),
         None => {
             let text = format!("{e:#}");
-            if text.contains("forcing a memory growth failure") {
+            // wasmtime's words when the store's limit refuses a growth (`trap_on_grow_failure`);
+            // the size asked for says whether it was the cap.
+            const GROWING: &str = "forcing trap when growing memory to ";
+            if let Some(at) = text.find(GROWING) {
+                let asked: String = text[at + GROWING.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                format!("memory cap reached (growing to {asked} bytes)")
+            } else if text.contains("forcing a memory growth failure") {
                 "memory cap reached".into()
             } else {
                 text

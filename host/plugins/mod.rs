@@ -39,7 +39,7 @@ mod watch;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use wasmtime::Engine;
@@ -134,6 +134,14 @@ pub struct PluginStats {
     /// Milliseconds since the runtime started until which the plugin is disabled (0: enabled).
     disabled_until_ms: AtomicU64,
     backoff_ms: AtomicU64,
+}
+
+impl PluginStats {
+    /// The disable period the plugin got last (zero until it is first disabled): what the next
+    /// one doubles.
+    pub fn backoff(&self) -> Duration {
+        Duration::from_millis(self.backoff_ms.load(Ordering::Relaxed))
+    }
 }
 
 /// The runtime could not be set up (engine, linker or ticker thread).

@@ -5,6 +5,7 @@
 //! to is pinned by the affinity cookie.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use http::header::{self, HeaderMap};
 
@@ -70,9 +71,11 @@ impl<'a> Balancer<'a> {
     ) -> Result<Chosen, ProxyError> {
         if tried.is_empty()
             && let Some(req) = req
-            && let Some(chosen) = self.ask(req, tried).await?
         {
-            return Ok(chosen);
+            if let Some(chosen) = self.ask(req, tried).await? {
+                return Ok(chosen);
+            }
+            self.farm.fallbacks.fetch_add(1, Ordering::Relaxed);
         }
         let (index, member) =
             self.farm

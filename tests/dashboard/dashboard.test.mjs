@@ -1,4 +1,5 @@
-// The admin dashboard in a real browser: farmgate with a demo farm of three sample members,
+// The admin dashboard in a real browser: farmgate with a demo farm of three members (small HTTP
+// servers this script runs on ports the system picks),
 // headless Chromium driven by playwright-core, and the page checked the way a person would use
 // it (see tests/dashboard/run.sh, which installs what this needs and runs it).
 //
@@ -11,8 +12,7 @@
 
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync, appendFileSync } from "node:fs";
-import { createServer } from "node:net";
-import { request } from "node:http";
+import { createServer, request } from "node:http";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -62,16 +62,34 @@ async function waitFor(what, probe, ms = STEP_TIMEOUT) {
   }
 }
 
-/** A port that was free a moment ago (bound to 0 and released). */
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once("error", rej);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
+/**
+ * The farm's members: HTTP servers answering "Hello from <name>" to everything, each on a port
+ * the system picked and kept for the whole test (a port chosen, released and handed to
+ * farmgate could be taken by another process in between).
+ */
+function startMembers() {
+  return Promise.all(
+    MEMBERS.map(
+      (name) =>
+        new Promise((res, rej) => {
+          const s = createServer((req, resp) => {
+            resp.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+            resp.end(`<!doctype html>\n<h1>Hello from ${name}</h1>\n`);
+          });
+          s.once("error", rej);
+          s.listen(0, "127.0.0.1", () => res(s));
+        }),
+    ),
+  );
+}
+
+/** farmgate's environment: this process's, less what would change its config. */
+function childEnv() {
+  const env = { ...process.env };
+  delete env.FARMGATE_ADMIN_TOKEN;
+  delete env.FARMGATE_AFFINITY_KEY;
+  delete env.RUST_LOG;
+  return env;
 }
 
 /** One HTTP request with a deadline; resolves to { status, body }. */
@@ -92,7 +110,6 @@ function httpGet(url, headers = {}, ms = 5_000) {
 
 function writeConfig(ports) {
   const members = MEMBERS.map((m, i) => `  { name = "${m}", host = "127.0.0.1", port = ${ports[i]}, weight = 1 },`).join("\n");
-  const samples = MEMBERS.map((m, i) => `[[sample_servers]]\nname = "${m}"\nbind = "127.0.0.1:${ports[i]}"\n`).join("\n");
   const text = `# Written by tests/dashboard/dashboard.test.mjs.
 version = 1
 
@@ -122,8 +139,7 @@ name = "demo"
 members = [
 ${members}
 ]
-
-${samples}`;
+`;
   const file = join(tmp, "farmgate.toml");
   writeFileSync(file, text);
   return file;
@@ -133,6 +149,7 @@ ${samples}`;
 function startFarmgate(config) {
   const child = spawn(farmgateBin, ["--log-format", "json", "run", "--config", config], {
     cwd: tmp,
+    env: childEnv(),
     stdio: ["ignore", "pipe", "pipe"],
   });
   appendFileSync(join(tmp, "pids"), `${child.pid}\n`);
@@ -208,13 +225,10 @@ async function stopFarmgate(fg) {
 
 async function main() {
   // --- config -------------------------------------------------------------------------------
-  const ports = [];
-  while (ports.length < MEMBERS.length) {
-    const p = await freePort();
-    if (!ports.includes(p)) ports.push(p);
-  }
+  const members = await startMembers();
+  const ports = members.map((s) => s.address().port);
   const config = writeConfig(ports);
-  const check = spawnSync(farmgateBin, ["check", config], { encoding: "utf8", timeout: 30_000 });
+  const check = spawnSync(farmgateBin, ["check", config], { encoding: "utf8", timeout: 30_000, env: childEnv() });
   if (check.status !== 0) throw new Error(`farmgate check failed (${check.status ?? check.error}):\n${check.stdout}${check.stderr}`);
   pass(`farmgate check accepts the test config (members on ports ${ports.join(", ")})`);
 
@@ -230,7 +244,7 @@ async function main() {
       if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${r.body}`);
       return JSON.parse(r.body);
     };
-    // The sample servers start with farmgate; wait until one answers through the proxy.
+    // Wait until a member answers through the proxy.
     await waitFor("the demo farm to answer through the proxy", async () => {
       const r = await httpGet(`http://${web}/`, { Host: "localhost" });
       return r.status === 200 && /Hello from web\d/.test(r.body);
@@ -351,6 +365,10 @@ async function main() {
   } finally {
     if (context) await context.close().catch(() => {});
     await stopFarmgate(fg);
+    for (const m of members) {
+      m.closeAllConnections();
+      m.close();
+    }
   }
 }
 

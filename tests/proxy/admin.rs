@@ -15,7 +15,7 @@ fn admin_config(backends: &[&Backend], farm_extra: &str, admin: &str) -> String 
     simple_config(backends, "", "").replace(
         "[[farms]]\nname = \"farm\"",
         &format!("[[farms]]\nname = \"farm\"\n{farm_extra}"),
-    ) + &format!("[admin]\n{admin}\n")
+    ) + &format!("[admin]\ntoken_env = \"{UNSET_ENV}\"\n{admin}\n")
 }
 
 struct AdminClient {
@@ -311,6 +311,11 @@ async fn metrics_parse_as_prometheus_text() {
         ),
         3.0
     );
+    // The built-in balance plugin chose every member; the host never chose in its place.
+    assert_eq!(
+        value("farmgate_farm_fallback_choices_total", &[("farm", "farm")]),
+        0.0
+    );
     assert!(matches!(
         scrape
             .samples
@@ -471,7 +476,9 @@ async fn farm_json_names_the_balance_in_use() {
             a.port()
         ));
     }
-    config.push_str("[admin]\nbind = \"127.0.0.1:0\"\n");
+    config.push_str(&format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\ntoken_env = \"{UNSET_ENV}\"\n"
+    ));
     let proxy = Proxy::start(&config).await;
     let admin = AdminClient::of(&proxy);
     let (status, farms) = admin.json("GET", "/api/farms", None).await;

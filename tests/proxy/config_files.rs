@@ -155,6 +155,8 @@ fn check(text: &str) -> (i32, String, String) {
     std::fs::write(&path, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_farmgate"))
         .args(["check", path.to_str().unwrap()])
+        .env_remove(farmgate::config::defaults::ADMIN_TOKEN_ENV)
+        .env_remove(farmgate::config::defaults::AFFINITY_KEY_ENV)
         .output()
         .unwrap();
     (

@@ -141,6 +141,7 @@ name = "web"
 bind = "127.0.0.1:0"
 [admin]
 bind = "127.0.0.1:0"
+token_env = "{UNSET_ENV}"
 [[rules]]
 name = "site"
 public_names = ["*"]
@@ -211,7 +212,8 @@ impl Farmgate {
             ])
             .arg(config)
             .env_remove("RUST_LOG")
-            .env_remove("FARMGATE_ADMIN_TOKEN")
+            .env_remove(farmgate::config::defaults::ADMIN_TOKEN_ENV)
+            .env_remove(farmgate::config::defaults::AFFINITY_KEY_ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,6 +1,7 @@
 //! Forwarding through the real proxy to real backends: spread, streaming bodies, header
 //! rewriting, and the failure statuses.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -372,4 +373,128 @@ async fn idempotent_requests_a_member_drops_unanswered_go_to_another() {
     }
     assert!(statuses.contains(&502), "{statuses:?}");
     bad.abort();
+}
+
+/// A listening socket whose accept queue is full, so a new connection's SYN goes unanswered:
+/// a member that never completes a connection. The socket and the connection filling the
+/// queue are returned to be kept.
+fn unanswering_member() -> (socket2::Socket, std::net::TcpStream) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    // A backlog of 0 queues one connection; it is never accepted.
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let filler = std::net::TcpStream::connect(addr).unwrap();
+    (socket, filler)
+}
+
+#[tokio::test]
+async fn connect_timeout_gives_up_on_a_member_that_never_answers() {
+    let (silent, _filler) = unanswering_member();
+    let port = silent.local_addr().unwrap().as_socket().unwrap().port();
+    let live = Backend::start("live").await;
+    // Without the timeout the system's own (minutes) would apply, past the test's patience.
+    let config = simple_config(&[&live], "", "connect_timeout = \"200ms\"").replace(
+        &format!("port = {}", live.port()),
+        &format!("port = {port}"),
+    );
+    let proxy = Proxy::start(&config).await;
+    let a = get_once(proxy.addr, "h", "/").await;
+    assert_eq!(a.status, 504, "{}", a.text());
+    // A connection that never completes is the member's failure to connect.
+    let member = &proxy.farm("farm").members()[0];
+    assert!(
+        member
+            .stats
+            .failures_of(farmgate::farm::FailureKind::Connect)
+            >= 1
+    );
+    assert_eq!(live.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_name_with_several_addresses_is_tried_in_resolver_order() {
+    // Two members on one port, on 127.0.0.1 and 127.0.0.2, named by one name.
+    let first = Backend::start("on-1").await;
+    let _second = Backend::start_on(
+        format!("127.0.0.2:{}", first.port()).parse().unwrap(),
+        "on-2",
+    )
+    .await;
+    let config = |order: &str| {
+        simple_config(&[&first], "", "")
+            .replace(
+                &format!("host = \"127.0.0.1\", port = {}", first.port()),
+                &format!("host = \"multi.test\", port = {}", first.port()),
+            )
+            .replace(
+                "[proxy]",
+                &format!("[hosts]\n\"multi.test\" = {order}\n[proxy]"),
+            )
+    };
+    for (order, expected) in [
+        ("[\"127.0.0.2\", \"127.0.0.1\"]", "on-2"),
+        ("[\"127.0.0.1\", \"127.0.0.2\"]", "on-1"),
+    ] {
+        let proxy = Proxy::start(&config(order)).await;
+        let mut client = Client::connect(proxy.addr).await;
+        for _ in 0..3 {
+            let a = client.get("h", "/").await;
+            assert_eq!(a.header("x-backend"), Some(expected), "{order}");
+        }
+        assert_eq!(proxy.farm("farm").members().len(), 1, "one member");
+    }
+}
+
+#[tokio::test]
+async fn a_name_that_stops_resolving_keeps_its_last_known_addresses() {
+    let (logs, _guard) = crate::tls_support::Logs::capture();
+    let a = Backend::start("a").await;
+    let config = simple_config(&[&a], "", "resolve_interval = \"50ms\"")
+        .replace(
+            &format!("host = \"127.0.0.1\", port = {}", a.port()),
+            &format!("host = \"a.farm.test\", port = {}", a.port()),
+        )
+        .replace(
+            "[proxy]",
+            "[hosts]\n\"a.farm.test\" = \"127.0.0.1\"\n[proxy]",
+        );
+    let proxy = Proxy::start(&config).await;
+    let member = proxy.farm("farm").member("a").unwrap();
+    let known = member.addrs().to_vec();
+    assert_eq!(known, [a.addr]);
+    // The name leaves the host table (and is unknown to the system resolver): the refresh fails
+    // and the member keeps the addresses it had.
+    proxy.running().resolver.set_hosts(HashMap::new());
+    eventually("a refresh fails", || {
+        logs.text()
+            .contains("member name does not resolve; keeping its last known addresses")
+    })
+    .await;
+    assert_eq!(member.addrs().to_vec(), known);
+    let mut client = Client::connect(proxy.addr).await;
+    assert_eq!(client.get("h", "/").await.header("x-backend"), Some("a"));
+    // A name that resolves again to another address is followed there.
+    let moved =
+        Backend::start_on(format!("127.0.0.2:{}", a.port()).parse().unwrap(), "moved").await;
+    proxy.running().resolver.set_hosts(HashMap::from([(
+        "a.farm.test".to_string(),
+        vec!["127.0.0.2".parse().unwrap()],
+    )]));
+    eventually("the refresh finds the new address", || {
+        member.addrs().to_vec() == [moved.addr]
+    })
+    .await;
+    let mut client = Client::connect(proxy.addr).await;
+    assert_eq!(
+        client.get("h", "/").await.header("x-backend"),
+        Some("moved")
+    );
 }

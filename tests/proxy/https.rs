@@ -330,10 +330,17 @@ async fn bridging_checks_the_member_certificate_by_member_name_or_internal_site_
         backend_acceptor(&stranger_ca.issue(&["web3.internal"])),
     )
     .await;
-    let hosts = "\"web1.internal\" = \"127.0.0.1\"\n\"web2.internal\" = \"127.0.0.1\"\n\"web3.internal\" = \"127.0.0.1\"";
+    // A certificate from the right CA for the right name, expired.
+    let expired = Backend::start_tls(
+        "web4",
+        backend_acceptor(&ca.issue_expired(&["web4.internal"])),
+    )
+    .await;
+    let hosts = "\"web1.internal\" = \"127.0.0.1\"\n\"web2.internal\" = \"127.0.0.1\"\n\"web3.internal\" = \"127.0.0.1\"\n\"web4.internal\" = \"127.0.0.1\"";
     let m1 = format!("web1.internal:{}", by_member.port());
     let m2 = format!("web2.internal:{}", by_site.port());
     let m3 = format!("web3.internal:{}", unknown.port());
+    let m4 = format!("web4.internal:{}", expired.port());
     let config = bridging_config(
         &ca_file,
         hosts,
@@ -343,6 +350,7 @@ async fn bridging_checks_the_member_certificate_by_member_name_or_internal_site_
             ("site-ok", &m2, "internal-site-name", "intranet.test"),
             ("member-fails", &m2, "member-name", "intranet.test"),
             ("unknown-ca", &m3, "member-name", ""),
+            ("expired", &m4, "member-name", ""),
         ],
     );
     let proxy = Proxy::start(&config).await;
@@ -362,6 +370,7 @@ async fn bridging_checks_the_member_certificate_by_member_name_or_internal_site_
         ("site-fails", "not valid for name \"intranet.test\""),
         ("member-fails", "not valid for name \"web2.internal\""),
         ("unknown-ca", "UnknownIssuer"),
+        ("expired", "certificate expired"),
     ] {
         let a = client.get(&format!("{name}.test"), "/").await;
         assert_eq!(a.status, 502, "{name}");
@@ -379,7 +388,7 @@ async fn bridging_checks_the_member_certificate_by_member_name_or_internal_site_
         assert!(line.contains(reason), "{name}: {line}");
     }
     assert_eq!(
-        by_site.requests() + unknown.requests(),
+        by_site.requests() + unknown.requests() + expired.requests(),
         1,
         "refused members got no request"
     );
@@ -675,4 +684,92 @@ members = [{{ host = "127.0.0.1", port = {} }}]
             "{host}"
         );
     }
+}
+
+#[tokio::test]
+async fn links_to_the_internal_name_become_https_links_on_an_https_listener() {
+    let backend = Backend::start("m1").await;
+    let ca = Ca::new("Test CA");
+    let files = Files::new();
+    let paths = files.pair("www", &ca.issue(&["www.test"]));
+    let config = tls_listener_config(
+        &backend,
+        &cert_entry(&paths, ""),
+        "internal_site_name = \"intranet.test\"",
+    );
+    let proxy = Proxy::start(&config).await;
+    let s = tls_connect(proxy.addr, Some("www.test"), &[b"http/1.1"]).await;
+    let mut sender = h1_over(s).await;
+    let mut ask = async |path: &str| {
+        answer(
+            bounded("answer", sender.send_request(get("www.test", path)))
+                .await
+                .unwrap(),
+        )
+        .await
+    };
+    // The member wrote http:// links to its internal name; the client came over HTTPS, so the
+    // links it gets name the public name over HTTPS. Scheme-relative ones keep no scheme.
+    let page = ask("/links?split=30").await;
+    assert_eq!(page.status, 200);
+    let expected = links_page("m1")
+        .replace("http://intranet.test", "https://www.test")
+        .replace("//intranet.test", "//www.test");
+    assert_eq!(page.text(), expected);
+    let moved = ask("/moved").await;
+    assert_eq!(moved.status, 302);
+    assert_eq!(
+        moved.header("location"),
+        Some("https://www.test/login?next=%2F")
+    );
+}
+
+#[tokio::test]
+async fn http2_false_on_a_tls_listener_leaves_h2_out_of_alpn() {
+    let backend = Backend::start("m1").await;
+    let ca = Ca::new("Test CA");
+    let files = Files::new();
+    let paths = files.pair("www", &ca.issue(&["www.test"]));
+    let config = format!(
+        r#"
+[access_log]
+format = "off"
+[[listeners]]
+name = "secure"
+bind = "127.0.0.1:0"
+http2 = false
+{}
+[[listeners]]
+name = "plain"
+bind = "127.0.0.1:0"
+http2 = false
+[[rules]]
+name = "site"
+public_names = ["*"]
+farm = "farm"
+[[farms]]
+name = "farm"
+members = [{{ name = "m1", host = "127.0.0.1", port = {} }}]
+"#,
+        cert_entry(&paths, ""),
+        backend.port()
+    );
+    let proxy = Proxy::start(&config).await;
+    let secure = proxy.running().addr("secure").unwrap();
+    let plain = proxy.running().addr("plain").unwrap();
+
+    // A client offering h2 first gets HTTP/1.1 by ALPN, and is served.
+    let s = tls_connect(secure, Some("www.test"), &[b"h2", b"http/1.1"]).await;
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let mut sender = h1_over(s).await;
+    let a = answer(
+        bounded("answer", sender.send_request(get("www.test", "/")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((a.status.as_u16(), a.text().as_str()), (200, "m1"));
+
+    // HTTP/1.1 on the plain listener is served.
+    assert_eq!(get_once(plain, "www.test", "/").await.status, 200);
 }

@@ -5,6 +5,17 @@ use std::process::{Command, Stdio};
 
 use crate::support::*;
 
+/// How many times a start is tried when another process took a sample member's port first.
+const BIND_ATTEMPTS: usize = 5;
+
+/// A port that was free a moment ago. The default config's sample members bind fixed ports
+/// named in the farm too, so they cannot take port 0; a start that loses the port to another
+/// process is tried again on new ones (see [`BIND_ATTEMPTS`]).
+async fn released_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
 /// The shipped default config with its fixed ports swapped for free ones and its plugin folder
 /// moved to `plugin_dir` (and the code cache beside it, not into the working directory).
 async fn default_config_on_free_ports(plugin_dir: &std::path::Path) -> String {
@@ -15,7 +26,7 @@ async fn default_config_on_free_ports(plugin_dir: &std::path::Path) -> String {
         .replace("bind = \"127.0.0.1:8080\"", "bind = \"127.0.0.1:0\"")
         .replace("bind = \"127.0.0.1:9090\"", "bind = \"127.0.0.1:0\"");
     for old in [8081, 8082, 8083] {
-        let new = closed_port().await;
+        let new = released_port().await;
         text = text
             .replace(&format!("127.0.0.1:{old}"), &format!("127.0.0.1:{new}"))
             .replace(&format!("port = {old}"), &format!("port = {new}"));
@@ -37,7 +48,24 @@ async fn default_config_on_free_ports(plugin_dir: &std::path::Path) -> String {
 #[tokio::test]
 async fn the_default_config_serves_its_demo_farm() {
     let plugins = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(&default_config_on_free_ports(plugins.path()).await).await;
+    let mut attempts = 0;
+    let proxy = loop {
+        attempts += 1;
+        let text = default_config_on_free_ports(plugins.path()).await;
+        let config = farmgate::Config::parse(&text, "test.toml").expect("default config");
+        match farmgate::start(config).await {
+            Ok(running) => {
+                let addr = running.listeners()[0].1;
+                break Proxy {
+                    running: Some(running),
+                    addr,
+                };
+            }
+            Err(farmgate::StartError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && attempts < BIND_ATTEMPTS => {}
+            Err(e) => panic!("the default config does not start: {e}"),
+        }
+    };
     let mut client = Client::connect(proxy.addr).await;
     let mut served = std::collections::BTreeSet::new();
     for _ in 0..6 {
@@ -124,48 +152,80 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
 }
 
 /// The real binary running the default config (on free ports) with `args` before `run`, its
-/// standard error piped: the child, and its log lines as they arrive.
+/// standard error piped and the environment variables farmgate reads cleared: the child, its
+/// log lines as they arrive, and the lines logged up to the one saying it is serving.
 fn spawn_binary(
     rt: &tokio::runtime::Runtime,
     dir: &std::path::Path,
     args: &[&str],
-) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
-    let config = rt.block_on(default_config_on_free_ports(&dir.join("plugins.d")));
-    let path = dir.join("farmgate.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_farmgate"))
-        .args(args)
-        .args(["run", "--config", path.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Log lines arrive on a channel, so every wait for one is bounded.
-    let (tx, log) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    Vec<String>,
+) {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let config = rt.block_on(default_config_on_free_ports(&dir.join("plugins.d")));
+        // The config farmgate is given is a link to the file, which lives in a folder of its
+        // own: farmgate watches the link's folder, so an edit of the file itself reaches it
+        // only when something asks for a reload (SIGHUP).
+        let file = dir.join("edited").join("farmgate.toml");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, config).unwrap();
+        let path = dir.join("farmgate.toml");
+        if !path.exists() {
+            std::os::unix::fs::symlink(&file, &path).unwrap();
         }
-    });
-    (child, log)
+        let mut child = Command::new(env!("CARGO_BIN_EXE_farmgate"))
+            .args(args)
+            .args(["run", "--config", path.to_str().unwrap()])
+            .env_remove("RUST_LOG")
+            .env_remove(farmgate::config::defaults::ADMIN_TOKEN_ENV)
+            .env_remove(farmgate::config::defaults::AFFINITY_KEY_ENV)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Log lines arrive on a channel, so every wait for one is bounded.
+        let (tx, log) = std::sync::mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (seen, serving) = lines_until(&log, "point a browser at ");
+        if serving {
+            return (child, log, seen);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        // Another process took a port between its choice and the bind: new ports.
+        let lost_a_port = seen.iter().any(|l| l.contains("Address already in use"));
+        assert!(
+            lost_a_port && attempts < BIND_ATTEMPTS,
+            "farmgate did not start: {seen:?}"
+        );
+    }
 }
 
-/// The lines logged until one contains `needle` (that one last), within the test's patience;
-/// `None` when it does not come.
-fn lines_until(log: &std::sync::mpsc::Receiver<String>, needle: &str) -> Option<Vec<String>> {
+/// The lines logged until one contains `needle` (that one last), within the test's patience, and
+/// whether it came (else the log ended or patience ran out).
+fn lines_until(log: &std::sync::mpsc::Receiver<String>, needle: &str) -> (Vec<String>, bool) {
     let deadline = std::time::Instant::now() + PATIENCE;
     let mut seen = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = log.recv_timeout(left).ok()?;
+        let Ok(line) = log.recv_timeout(left) else {
+            return (seen, false);
+        };
         let found = line.contains(needle);
         seen.push(line);
         if found {
-            return Some(seen);
+            return (seen, true);
         }
     }
 }
@@ -174,11 +234,9 @@ fn lines_until(log: &std::sync::mpsc::Receiver<String>, needle: &str) -> Option<
 fn logs_to_a_pipe_carry_no_colour_codes() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, log) = spawn_binary(&rt, dir.path(), &[]);
-    let seen = lines_until(&log, "point a browser at ");
+    let (mut child, _log, seen) = spawn_binary(&rt, dir.path(), &[]);
     let _ = child.kill();
     let _ = child.wait();
-    let seen = seen.expect("a start-up line");
     assert!(
         seen.iter().all(|l| !l.contains('\x1b')),
         "colour codes in piped logs: {seen:?}"
@@ -193,13 +251,13 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
 fn the_binary_runs_a_config_reloads_on_sighup_and_stops_on_sigterm() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, log) = spawn_binary(&rt, dir.path(), &["--log-format", "json"]);
+    let (mut child, log, mut seen) = spawn_binary(&rt, dir.path(), &["--log-format", "json"]);
     let wait_for = |needle: &str| -> String {
-        lines_until(&log, needle)
-            .and_then(|mut seen| seen.pop())
-            .unwrap_or_else(|| panic!("no log line containing {needle:?}"))
+        let (mut seen, found) = lines_until(&log, needle);
+        assert!(found, "no log line containing {needle:?}: {seen:?}");
+        seen.pop().unwrap_or_default()
     };
-    let line = wait_for("point a browser at ");
+    let line = seen.pop().unwrap_or_default();
     let url = line
         .split("point a browser at ")
         .nth(1)
@@ -212,16 +270,38 @@ fn the_binary_runs_a_config_reloads_on_sighup_and_stops_on_sigterm() {
         .unwrap()
         .parse()
         .unwrap();
-    let a = rt.block_on(get_once(([127, 0, 0, 1], port).into(), "localhost", "/"));
+    let web = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let a = rt.block_on(get_once(web, "localhost", "/reloaded"));
     assert_eq!(a.status, 200);
+    assert!(
+        a.text().contains("Hello from"),
+        "a member answers: {}",
+        a.text()
+    );
 
+    // The file gains a rule that answers /reloaded itself; SIGHUP makes farmgate read it.
+    let file = dir.path().join("edited").join("farmgate.toml");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(
+        "\n[[rules.rewrite]]\npath = '^/reloaded$'\naction = \"respond\"\nstatus = 200\nbody = \"reloaded\"\n",
+    );
+    let partial = file.with_extension("partial");
+    std::fs::write(&partial, text).unwrap();
+    std::fs::rename(&partial, &file).unwrap();
     let hup = Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(hup.success());
+    wait_for("SIGHUP: reloading the config");
     wait_for("config reloaded");
-    let a = rt.block_on(get_once(([127, 0, 0, 1], port).into(), "localhost", "/"));
+    let a = rt.block_on(get_once(web, "localhost", "/reloaded"));
+    assert_eq!(
+        (a.status.as_u16(), a.text().as_str()),
+        (200, "reloaded"),
+        "the reloaded config applies"
+    );
+    let a = rt.block_on(get_once(web, "localhost", "/"));
     assert_eq!(a.status, 200, "still serving after the reload");
 
     let killed = Command::new("kill")
@@ -241,4 +321,66 @@ fn the_binary_runs_a_config_reloads_on_sighup_and_stops_on_sigterm() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn the_combined_access_log_is_ncsa_combined_with_farmgates_fields() {
+    let backend = Backend::start("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let config = simple_config(&[&backend], "", "").replace(
+        "format = \"off\"",
+        &format!("format = \"combined\"\npath = \"{}\"", log.display()),
+    );
+    let proxy = Proxy::start(&config).await;
+    let mut client = Client::connect(proxy.addr).await;
+    let req = http::Request::get("/a?b=c")
+        .header("host", "www.example.com")
+        .header("referer", "https://ref.test/page")
+        .header("user-agent", "agent \"quoted\"/1.0")
+        .body(empty())
+        .unwrap();
+    assert_eq!(client.request(req).await.status, 200);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("one access log line", || read().lines().count() == 1).await;
+    let text = read();
+    let line = text.lines().next().unwrap();
+    // host ident authuser [date] "request" status bytes "referer" "user-agent", then farmgate's
+    // fields; the member's body is its name, one byte.
+    let combined = regex_lite::Regex::new(
+        r#"^127\.0\.0\.1 - - \[\d{2}/(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "GET /a\?b=c HTTP/1\.1" 200 1 "https://ref\.test/page" "agent \\"quoted\\"/1\.0" rule=site farm=farm member=b ms=\d+\.\d{3}$"#,
+    )
+    .unwrap();
+    assert!(combined.is_match(line), "{line}");
+}
+
+#[tokio::test]
+async fn shutdown_ends_requests_that_outlast_the_grace_period() {
+    use tokio::io::AsyncWriteExt;
+    let backend = Backend::start("b").await;
+    let mut proxy = Proxy::start(&simple_config(
+        &[&backend],
+        "",
+        "shutdown_grace = \"200ms\"",
+    ))
+    .await;
+    let mut held = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    held.write_all(b"GET /hold HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    eventually("the member holds the request", || backend.requests() == 1).await;
+    // The member never answers; shutdown gives up on the request after the grace period (the
+    // default, 30 s, is past the test's patience).
+    let running = proxy.running.take().unwrap();
+    bounded(
+        "shutdown completes without the held request",
+        running.shutdown(),
+    )
+    .await;
+    let mut out = [0u8; 64];
+    let read = held.try_read(&mut out).unwrap_or(0);
+    assert!(
+        !String::from_utf8_lossy(&out[..read]).contains("released"),
+        "the held request was answered"
+    );
 }

@@ -4,10 +4,12 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use farmgate::plugins::Runtime;
 
 use crate::support::*;
+use crate::tls_support::Logs;
 
 /// Puts a plugin into the folder the way authors are told to: write elsewhere, rename in.
 fn drop_plugin(dir: &Path, name: &str, bytes: &[u8]) {
@@ -464,4 +466,256 @@ async fn a_plugin_whose_every_decision_is_refused_is_disabled() {
         calls,
         "a disabled plugin was called"
     );
+}
+
+/// A config publishing `name.test` through the router plugin `name` from `dir`, with
+/// `[plugins]` lines `plugins` and the plugin's own config lines `own`.
+fn one_router_config(a: &Backend, dir: &Path, name: &str, plugins: &str, own: &str) -> String {
+    format!(
+        r#"
+[access_log]
+format = "off"
+[plugins]
+dir = {dir:?}
+{plugins}
+[plugins.config.{name}]
+{own}
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+[[farms]]
+name = "main"
+members = [{{ name = "a", host = "127.0.0.1", port = {port} }}]
+affinity_plugins = []
+[[rules]]
+name = "site"
+public_names = ["*"]
+farm = "main"
+router_plugins = ["{name}"]
+"#,
+        dir = dir.display().to_string(),
+        port = a.port(),
+    )
+}
+
+#[tokio::test]
+async fn the_memory_cap_stops_a_plugin_long_before_its_deadline() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    drop_plugin(dir.path(), "h-alloc", &guest("test-hostile"));
+    // The longest deadline the config allows: only the cap can stop the allocation in time
+    // for the request to be served within the test's patience.
+    let config = one_router_config(
+        &a,
+        dir.path(),
+        "h-alloc",
+        "call_timeout = \"10s\"\nmemory_limit_mb = 16",
+        "settings = { mode = \"alloc\" }",
+    );
+    let (logs, _guard) = Logs::capture();
+    let proxy = Proxy::start(&config).await;
+    let rt = runtime(&proxy);
+    let mut client = Client::connect(proxy.addr).await;
+    // Fail-open: the member serves the request.
+    assert_eq!(served_by(&mut client, "/").await, "a");
+    let plugin = rt.plugins().plugins[0].clone();
+    let text = logs.text();
+    assert_eq!(plugin.stats.failures.load(Ordering::Relaxed), 1, "{text}");
+    let failed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("plugin call failed") && l.contains("plugin=h-alloc"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    // Stopped by the cap: at the first growth past 16 MiB, within the 1 MiB the plugin asks
+    // for at a time (without the cap, wasm's own 4 GiB limit or the deadline would stop it).
+    let asked: u64 = failed[0]
+        .split_once("reason=memory cap reached (growing to ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not stopped by the memory cap: {}", failed[0]));
+    assert!(
+        asked > 16 << 20 && asked <= 17 << 20,
+        "stopped growing to {asked} bytes"
+    );
+}
+
+/// The component `bytes` with a custom section named `tag` appended: the same code, another
+/// file content (so another version to the plugin folder).
+fn retagged(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let name_len = u8::try_from(tag.len()).unwrap();
+    let size = u8::try_from(tag.len() + 1).unwrap();
+    assert!(size < 0x80, "one-byte LEB128 sizes only");
+    let mut out = bytes.to_vec();
+    out.extend_from_slice(&[0, size, name_len]);
+    out.extend_from_slice(tag.as_bytes());
+    out
+}
+
+#[tokio::test]
+async fn backoff_doubles_with_each_disable_and_a_new_file_resets_it() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = guest("test-hostile");
+    drop_plugin(dir.path(), "h-panic", &hostile);
+    let config = one_router_config(
+        &a,
+        dir.path(),
+        "h-panic",
+        "failures_before_disable = 1\ncall_timeout = \"2s\"",
+        "settings = { mode = \"panic\" }",
+    );
+    let proxy = Proxy::start(&config).await;
+    let rt = runtime(&proxy);
+    let mut client = Client::connect(proxy.addr).await;
+    let current = || rt.plugins().plugins[0].clone();
+    // Each failure disables the plugin for twice as long as the one before: 1 s, 2 s, 4 s.
+    for expected in [1, 2, 4] {
+        let p = current();
+        eventually("the plugin is enabled again", || {
+            rt.disabled_for(&p).is_none()
+        })
+        .await;
+        assert_eq!(served_by(&mut client, "/").await, "a");
+        assert!(
+            rt.disabled_for(&p).is_some(),
+            "not disabled after a failure"
+        );
+        assert_eq!(p.stats.backoff(), Duration::from_secs(expected));
+    }
+    // While disabled it is not called.
+    let p = current();
+    let calls = p.stats.calls.load(Ordering::Relaxed);
+    assert_eq!(served_by(&mut client, "/").await, "a");
+    assert_eq!(p.stats.calls.load(Ordering::Relaxed), calls);
+
+    // A new file: a new version, enabled at once, whose first disable is 1 s again.
+    let before = rt.scans();
+    drop_plugin(dir.path(), "h-panic", &retagged(&hostile, "v2"));
+    next_scan(&rt, before).await;
+    eventually("the new version is installed", || {
+        !Arc::ptr_eq(&current(), &p)
+    })
+    .await;
+    let fresh = current();
+    assert!(
+        rt.disabled_for(&fresh).is_none(),
+        "a new version starts enabled"
+    );
+    assert_eq!(served_by(&mut client, "/").await, "a");
+    assert_eq!(fresh.stats.calls.load(Ordering::Relaxed), 1);
+    assert_eq!(fresh.stats.backoff(), Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn plugins_reach_files_and_the_network_only_when_granted() {
+    use tokio::io::AsyncWriteExt;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let granted = tempfile::tempdir().unwrap();
+    let secret = granted.path().join("secret.txt");
+    std::fs::write(&secret, "the secret").unwrap();
+    // A server that greets every connection with one line.
+    let greeter = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let greeter_addr = greeter.local_addr().unwrap();
+    let greeting = tokio::spawn(async move {
+        while let Ok((mut s, _)) = greeter.accept().await {
+            let _ = s.write_all(b"hello from the network\n").await;
+        }
+    });
+    let granted_dir = granted.path().display().to_string();
+    for (grant, read, connect) in [
+        ("", None, None),
+        (
+            &*format!("read_only_dirs = [{granted_dir:?}]"),
+            Some("the secret"),
+            None,
+        ),
+        ("network = true", None, Some("hello from the network")),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        drop_plugin(dir.path(), "sandbox", &guest("test-sandbox"));
+        let extra = format!(
+            "[plugins.config.sandbox]\nsettings = {{ file = {:?}, addr = \"{greeter_addr}\" }}\n{grant}",
+            secret.display().to_string()
+        );
+        let proxy = Proxy::start(&two_farm_config(&a, &b, dir.path(), &extra)).await;
+        let mut client = Client::connect(proxy.addr).await;
+        for (path, expected) in [("/read", read), ("/connect", connect)] {
+            let r = client.get("www.example.com", path).await;
+            match expected {
+                Some(text) => assert_eq!(
+                    (r.status.as_u16(), r.text().as_str()),
+                    (200, text),
+                    "grant {grant:?}: {path}"
+                ),
+                None => assert_eq!(r.status, 403, "grant {grant:?}: {path}: {}", r.text()),
+            }
+        }
+    }
+    greeting.abort();
+}
+
+#[tokio::test]
+async fn compiled_code_is_loaded_only_from_a_private_cache_of_farmgates_own_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let scratch = tempfile::tempdir().unwrap();
+    let set_mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    // The cache of a proxy running test-pass: its compiled code, and the name farmgate gives a
+    // compiled file (source hash, then a tag of the engine).
+    let pass = guest("test-pass");
+    let learn = scratch.path().join("learn");
+    let plugins = tempfile::tempdir().unwrap();
+    drop_plugin(plugins.path(), "router", &pass);
+    let extra = format!("cache_dir = {:?}", learn.display().to_string());
+    drop(Proxy::start(&two_farm_config(&a, &b, plugins.path(), &extra)).await);
+    let pass_hash = sha256_hex(&pass);
+    let compiled = std::fs::read_dir(&learn)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&pass_hash))
+        .expect("test-pass's compiled code in the cache")
+        .path();
+    let engine_tag = compiled
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches(&pass_hash)
+        .to_string();
+    let impostor = std::fs::read(&compiled).unwrap();
+
+    // The router (test-router-v2 sends /v2/ to farm v2, member b) is loaded where the cache
+    // holds test-pass's code under the router's name (test-pass passes: member a). The code is
+    // used only when the folder and file are private and the file is owned like the folder.
+    let router = guest("test-router-v2");
+    let slot = format!("{}{engine_tag}", sha256_hex(&router));
+    let running_as_root = std::fs::metadata(scratch.path())
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap();
+    let mut cases = vec![
+        ("a private folder and file", 0o700, 0o600, false, "a"),
+        ("a folder others can read", 0o755, 0o600, false, "b"),
+        ("a file others can write", 0o700, 0o622, false, "b"),
+    ];
+    if running_as_root {
+        cases.push(("a file of another owner", 0o700, 0o600, true, "b"));
+    }
+    for (i, (case, dir_mode, file_mode, foreign, expected)) in cases.into_iter().enumerate() {
+        let cache = scratch.path().join(format!("cache-{i}"));
+        std::fs::create_dir(&cache).unwrap();
+        let planted = cache.join(&slot);
+        std::fs::write(&planted, &impostor).unwrap();
+        set_mode(&planted, file_mode);
+        if foreign {
+            std::os::unix::fs::chown(&planted, Some(4242), Some(4242)).unwrap();
+        }
+        set_mode(&cache, dir_mode);
+        let plugins = tempfile::tempdir().unwrap();
+        drop_plugin(plugins.path(), "router", &router);
+        let extra = format!("cache_dir = {:?}", cache.display().to_string());
+        let proxy = Proxy::start(&two_farm_config(&a, &b, plugins.path(), &extra)).await;
+        let mut client = Client::connect(proxy.addr).await;
+        assert_eq!(served_by(&mut client, "/v2/x").await, expected, "{case}");
+    }
 }

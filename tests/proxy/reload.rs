@@ -31,6 +31,27 @@ async fn start_on_file(dir: &Path, text: &str) -> (Proxy, std::path::PathBuf) {
     )
 }
 
+/// [`start_on_file`] with farmgate given a link to the file, which lives in a folder of its own:
+/// the watcher looks at the link's folder, so edits of the file (returned) reach farmgate only
+/// through an explicit reload, whose effect the test then sees alone.
+async fn start_on_linked_file(dir: &Path, text: &str) -> (Proxy, std::path::PathBuf) {
+    let file = dir.join("edited").join("farmgate.toml");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    write_config(&file, text);
+    let link = dir.join("farmgate.toml");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let config = farmgate::Config::load(&link).unwrap_or_else(|e| panic!("{e}"));
+    let running = farmgate::start(config).await.expect("starts");
+    let addr = running.listeners()[0].1;
+    (
+        Proxy {
+            running: Some(running),
+            addr,
+        },
+        file,
+    )
+}
+
 async fn served_by(client: &mut Client) -> String {
     let a = client.get("www.example.com", "/").await;
     assert_eq!(a.status, 200, "{}", a.text());
@@ -163,10 +184,11 @@ async fn requests_in_flight_finish_on_the_generation_they_started_on() {
 
 #[tokio::test]
 async fn the_admin_api_reloads_and_reports_errors() {
-    let a = Backend::start("a").await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let dir = tempfile::tempdir().unwrap();
-    let text = simple_config(&[&a], "", "") + "[admin]\nbind = \"127.0.0.1:0\"\n";
-    let (proxy, path) = start_on_file(dir.path(), &text).await;
+    let admin_section = &format!("[admin]\nbind = \"127.0.0.1:0\"\ntoken_env = \"{UNSET_ENV}\"\n");
+    let text = simple_config(&[&a], "", "") + admin_section;
+    let (proxy, path) = start_on_linked_file(dir.path(), &text).await;
     let admin = proxy.running().admin.unwrap();
     let post = |addr| async move {
         let req = http::Request::post("/api/reload")
@@ -175,8 +197,15 @@ async fn the_admin_api_reloads_and_reports_errors() {
             .unwrap();
         Client::connect(addr).await.request(req).await
     };
+    let mut client = Client::connect(proxy.addr).await;
+    assert_eq!(served_by(&mut client).await, "a");
+    // The farm's member changes from a to b; the API's reload applies it.
+    let text = simple_config(&[&b], "", "") + admin_section;
+    write_config(&path, &text);
     let r = post(admin).await;
     assert_eq!(r.status, 200, "{}", r.text());
+    let mut client = Client::connect(proxy.addr).await;
+    assert_eq!(served_by(&mut client).await, "b");
     write_config(
         &path,
         &text.replace("[proxy]", "[proxy]\nconnect_timeout = \"ten\""),
@@ -201,7 +230,7 @@ async fn listeners_are_added_removed_and_restarted_without_disturbing_the_others
     let dir = tempfile::tempdir().unwrap();
     let base = simple_config(&[&a], "", "");
     let (proxy, path) =
-        start_on_file(dir.path(), &with_listener(&base, "second", "127.0.0.1:0")).await;
+        start_on_linked_file(dir.path(), &with_listener(&base, "second", "127.0.0.1:0")).await;
     let running = proxy.running();
     let second = running.addr("second").expect("second listener");
     let mut kept = Client::connect(proxy.addr).await;
@@ -242,11 +271,22 @@ async fn listeners_are_added_removed_and_restarted_without_disturbing_the_others
     assert!(running.addr("third").is_some(), "nothing was applied");
     assert_eq!(get_once(third, "www.example.com", "/").await.status, 200);
 
-    // Client limits changed: every loop restarts on its own socket.
+    // Client limits changed: every loop restarts on its own socket, and applies the new limit.
+    let many_headers = || {
+        let mut req = http::Request::get("/").header("host", "www.example.com");
+        for i in 0..10 {
+            req = req.header(format!("x-h{i}"), "v");
+        }
+        req.body(empty()).unwrap()
+    };
+    for addr in [proxy.addr, third] {
+        let r = Client::connect(addr).await.request(many_headers()).await;
+        assert_eq!(r.status, 200, "before the reload");
+    }
     write_config(
         &path,
         &with_listener(
-            &simple_config(&[&a], "", "header_read_timeout = \"5s\""),
+            &simple_config(&[&a], "", "max_headers = 5"),
             "third",
             "127.0.0.1:0",
         ),
@@ -263,4 +303,8 @@ async fn listeners_are_added_removed_and_restarted_without_disturbing_the_others
         200
     );
     assert_eq!(get_once(third, "www.example.com", "/").await.status, 200);
+    for addr in [proxy.addr, third] {
+        let r = Client::connect(addr).await.request(many_headers()).await;
+        assert_eq!(r.status, 431, "the restarted listener keeps the old limit");
+    }
 }

@@ -56,6 +56,15 @@ pub struct Seen {
     pub version: http::Version,
 }
 
+/// What a backend's `/upload` read of a request body: the bytes, and whether the body ended as
+/// its framing said (a body cut off by an error is not complete).
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub uri: String,
+    pub body: Vec<u8>,
+    pub complete: bool,
+}
+
 /// A real HTTP/1.1 backend that records connections and requests.
 ///
 /// Paths: `/upload` answers with the SHA-256 and length of the body it streamed in;
@@ -68,6 +77,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Every body `/upload` read, in the order they ended.
+    pub uploads: Arc<Mutex<Vec<Upload>>>,
     gate: Arc<Notify>,
     pub first_chunk: Arc<Notify>,
     /// What `/health` answers: 200 while true, 503 otherwise.
@@ -131,6 +142,7 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let uploads = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Notify::new());
         let first_chunk = Arc::new(Notify::new());
         let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -139,6 +151,7 @@ impl Backend {
             healthy: Arc::clone(&healthy),
             delay,
             seen: Arc::clone(&seen),
+            uploads: Arc::clone(&uploads),
             gate: Arc::clone(&gate),
             first_chunk: Arc::clone(&first_chunk),
         });
@@ -192,6 +205,7 @@ impl Backend {
             addr,
             connections,
             seen,
+            uploads,
             gate,
             first_chunk,
             healthy,
@@ -240,6 +254,7 @@ struct State {
     /// Simulated slowness of this member (not synchronisation: nothing waits on it).
     delay: Duration,
     seen: Arc<Mutex<Vec<Seen>>>,
+    uploads: Arc<Mutex<Vec<Upload>>>,
     gate: Arc<Notify>,
     first_chunk: Arc<Notify>,
 }
@@ -269,19 +284,34 @@ impl State {
         let mut resp = match req.uri().path() {
             "/upload" | "/upload-gated" => {
                 let gated = req.uri().path() == "/upload-gated";
+                let uri = req.uri().to_string();
                 let mut body = req.into_body();
                 let mut hash = Sha256::new();
                 let mut len = 0u64;
+                // Kept for `uploads` only while small: the large bodies are hashed.
+                let mut kept = Vec::new();
+                let mut complete = true;
                 while let Some(frame) = body.frame().await {
-                    let Ok(frame) = frame else { break };
+                    let Ok(frame) = frame else {
+                        complete = false;
+                        break;
+                    };
                     if let Some(d) = frame.data_ref() {
                         if len == 0 && gated {
                             self.first_chunk.notify_one();
                         }
                         len += d.len() as u64;
                         hash.update(d);
+                        if kept.len() < 4096 {
+                            kept.extend_from_slice(d);
+                        }
                     }
                 }
+                self.uploads.lock().unwrap().push(Upload {
+                    uri,
+                    body: kept,
+                    complete,
+                });
                 text(format!("{} {}", hex(&hash.finalize()), len))
             }
             "/download" => {
@@ -652,6 +682,11 @@ impl Proxy {
     }
 }
 
+/// The name of an environment variable no one sets. Test configs read their admin token and
+/// affinity key from it (`token_env`, `affinity_key_env`) rather than from the variables
+/// farmgate reads by default, which the environment the tests run in may set.
+pub const UNSET_ENV: &str = "FARMGATE_TESTS_READ_NOTHING_FROM_HERE";
+
 /// Config text for one listener, one rule for `*`, one farm of the given backends.
 pub fn simple_config(backends: &[&Backend], rule_extra: &str, proxy_extra: &str) -> String {
     let even: Vec<(&Backend, u32)> = backends.iter().map(|b| (*b, 1)).collect();
@@ -678,6 +713,7 @@ pub fn weighted_config(
     format!(
         r#"
 [proxy]
+affinity_key_env = "{UNSET_ENV}"
 {proxy_extra}
 [access_log]
 format = "off"
@@ -796,8 +832,28 @@ pub async fn get_once(addr: SocketAddr, host: &str, path: &str) -> Answer {
     Client::connect(addr).await.get(host, path).await
 }
 
-/// A port with nothing listening on 127.0.0.1 (bound, then released).
-pub async fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
+/// A port on 127.0.0.1 that refuses connections for as long as this lives: a socket bound to
+/// it that never listens, so nothing else can take the port meanwhile. Displays as the port.
+pub struct ClosedPort {
+    port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl std::fmt::Display for ClosedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.port)
+    }
+}
+
+/// A port with nothing listening on 127.0.0.1, held (see [`ClosedPort`]).
+pub async fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind a port");
+    let port = socket.local_addr().expect("bound address").port();
+    ClosedPort {
+        port,
+        _socket: socket,
+    }
 }

@@ -52,8 +52,26 @@ impl Ca {
     }
 
     pub fn issue_with(&self, names: &[&str], alg: &'static SignatureAlgorithm) -> Issued {
+        self.issue_params(names, alg, |_| {})
+    }
+
+    /// A server certificate for `names` that expired years ago (valid through 2020).
+    pub fn issue_expired(&self, names: &[&str]) -> Issued {
+        self.issue_params(names, &rcgen::PKCS_ECDSA_P256_SHA256, |p| {
+            p.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2020, 12, 31);
+        })
+    }
+
+    fn issue_params(
+        &self,
+        names: &[&str],
+        alg: &'static SignatureAlgorithm,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Issued {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).unwrap();
+        adjust(&mut params);
         params.distinguished_name.push(
             DnType::CommonName,
             names.first().cloned().unwrap_or_default(),
@@ -190,35 +208,69 @@ impl ServerCertVerifier for AcceptAny {
     }
 }
 
-/// Log lines written while the returned guard lives, on this thread (a `#[tokio::test]` runs
-/// the proxy's tasks on the test's own thread).
+/// The proxy's log lines, captured while the guard lives. The capture is the current thread's: a
+/// `#[tokio::test]` runs the proxy on its own thread, so it sees the proxy's lines and no other
+/// test's.
+///
+/// One subscriber serves the whole process and writes each line to the capture of the thread
+/// that logged it, if that thread has one. (A subscriber per test, set as the thread's default,
+/// would race with other threads' first use of a log call site, which tracing may then cache as
+/// never enabled.)
 #[derive(Clone, Default)]
 pub struct Logs(Arc<Mutex<Vec<u8>>>);
 
-impl Logs {
-    pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
+/// Ends a capture when dropped.
+pub struct CaptureGuard(());
 
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURE.with(|c| c.borrow_mut().take());
     }
 }
 
-impl std::io::Write for Logs {
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes to the current thread's capture, or nowhere.
+struct ThreadCapture;
+
+impl std::io::Write for ThreadCapture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CAPTURE.with(|c| {
+            if let Some(logs) = c.borrow().as_ref() {
+                logs.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+impl Logs {
+    pub fn capture() -> (Logs, CaptureGuard) {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_ansi(false)
+                .with_writer(|| ThreadCapture)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global log subscriber in the tests");
+        });
+        // A call site first used by another thread while the subscriber was being installed
+        // may have cached the state before it; recompute every call site's.
+        tracing::callsite::rebuild_interest_cache();
+        let logs = Logs::default();
+        CAPTURE.with(|c| *c.borrow_mut() = Some(logs.clone()));
+        (logs, CaptureGuard(()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
