@@ -196,7 +196,23 @@ fn hook_calls(c: &mut Criterion) {
         "{chosen:?}"
     );
 
+    let pass = load(&rt, &runtime, "pass", guest("test_pass"));
+    let shared = facts(&head, &rule, &listener);
+
     let mut group = c.benchmark_group("hook_call");
+    // The parts of a call, for comparison with the whole: making the request's facts from the
+    // head (once per request), and a call whose plugin reads nothing and passes (the floor of
+    // a hook call in this runtime).
+    group.bench_function("request_facts_15_headers", |b| {
+        b.iter(|| facts(&head, &rule, &listener))
+    });
+    group.bench_function("router_reading_nothing", |b| {
+        b.iter_custom(|iters| {
+            timed(&rt, iters, || async {
+                runtime.route(&pass, &shared).await.expect("route")
+            })
+        })
+    });
     group.bench_function("router_15_headers_cached_instance", |b| {
         b.iter_custom(|iters| {
             timed(&rt, iters, || async {
