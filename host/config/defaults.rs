@@ -55,6 +55,10 @@ pub const RULE_PATH: &str = "/";
 /// TMG and ARR send the internal site name by default.
 pub const PRESERVE_HOST: bool = false;
 
+/// The `Upgrade` protocols a rule passes to its members: WebSocket, as TMG and ARR do. `h2c` can
+/// never be listed: an upgraded h2c connection would carry requests past the rules.
+pub const UPGRADE_PROTOCOLS: &[&str] = &["websocket"];
+
 /// How access log lines are written: the NCSA combined format (what IIS and most log tools read),
 /// with the rule, farm, member and duration appended.
 pub const ACCESS_LOG_FORMAT: AccessLogFormat = AccessLogFormat::Combined;

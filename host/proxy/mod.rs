@@ -370,9 +370,15 @@ impl Proxy {
         upgrade: Option<Upgrade>,
         head_only: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(upgrade) = upgrade
-        {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // A switch nobody asked for (an upgrade refused here) is never passed on: it would
+            // be a tunnel past the proxy.
+            let Some(upgrade) = upgrade else {
+                return Err(ProxyError::Switched {
+                    farm: ex.farm().name.clone(),
+                    member: answered.chosen.member.name.clone(),
+                });
+            };
             return Ok(ex.tunnel(resp, upgrade, answered));
         }
         let (mut parts, body) = resp.into_parts();

@@ -19,4 +19,5 @@ mod reload;
 mod smuggling;
 mod support;
 mod tls_support;
+mod upgrades;
 mod websocket;
