@@ -535,6 +535,14 @@ pub fn live_traffic(
     outcome: Result<StatusCode, FailureKind>,
 ) {
     let kind = match outcome {
+        Err(FailureKind::Connect) => {
+            // A refused connection is evidence enough: no new work for a short while.
+            if !member.held_off() {
+                tracing::info!(farm = %farm.name, member = %member.name, hold = ?crate::config::defaults::REFUSED_HOLD_OFF, "connection refused: the member gets no new requests for a moment");
+            }
+            member.hold_off(crate::config::defaults::REFUSED_HOLD_OFF);
+            FailureKind::Connect
+        }
         Err(kind) => kind,
         Ok(status) if s.live_max_failures > 0 && failure_status(s, status) => FailureKind::Status,
         Ok(_) => return,

@@ -195,6 +195,11 @@ pub const LIVE_FAILURE_STATUSES: &str = "500-599";
 /// test off, as ARR ships it.
 pub const LIVE_MAX_FAILURES: u32 = 0;
 
+/// How long a member whose connection was refused gets no new work (passively, whatever the
+/// live traffic test's settings): long enough that a client's next requests do not bounce off
+/// it, short enough that a restarted member is back at once.
+pub const REFUSED_HOLD_OFF: Duration = Duration::from_secs(2);
+
 /// Live traffic test: the window failures are counted in.
 pub const LIVE_FAILOVER_PERIOD: Duration = Duration::from_secs(30);
 

@@ -1,8 +1,10 @@
 //! Choosing a member: the affinity chain (the plugins bound to a farm, then the built-in balance
-//! plugin, which reads the signed affinity cookie) on a request's first attempt, and the host's
-//! own least-current-request choice when every plugin passed, chose a member that cannot take
-//! requests, or the request is being tried again. A chosen member the plugin sticks the client
-//! to is pinned by the affinity cookie.
+//! plugin, which reads the signed affinity cookie), and the host's own least-current-request
+//! choice when every plugin passed or chose a member that cannot take requests. A request tried
+//! again asks the chain again, the members already tried shown as out of service, so a pinned
+//! client fails over the way the affinity says (the next member in its own order), the same
+//! whether or not the farm has noticed yet. A chosen member the plugin sticks the client to is
+//! pinned by the affinity cookie.
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use super::fail;
 use crate::error::ProxyError;
 use crate::farm::{Farm, Member, MemberState, Tried};
 use crate::generation::Generation;
-use crate::plugins::{AffinityDecision, Hook, Plugin, RequestView, Runtime};
+use crate::plugins::{AffinityDecision, Hook, MemberStateView, Plugin, RequestView, Runtime};
 use crate::views::farm_view;
 
 /// A farm's member choice for one request.
@@ -57,16 +59,15 @@ impl<'a> Balancer<'a> {
         !self.plugins.is_empty()
     }
 
-    /// The member for the next attempt. Plugins are asked on the first attempt only (`tried`
-    /// empty); members in `tried` are skipped by the host's choice.
+    /// The member for the next attempt; members in `tried` are neither offered to the plugins
+    /// nor taken by the host's choice.
     pub async fn choose(
         &self,
         view: Option<&RequestView>,
         tried: &Tried,
     ) -> Result<Chosen, ProxyError> {
-        if tried.is_empty()
-            && let Some(view) = view
-            && let Some(chosen) = self.ask(view).await?
+        if let Some(view) = view
+            && let Some(chosen) = self.ask(view, tried).await?
         {
             return Ok(chosen);
         }
@@ -86,12 +87,17 @@ impl<'a> Balancer<'a> {
 
     /// Asks the affinity chain. `Ok(None)`: every plugin passed (or chose a member that cannot
     /// take requests now), so the host's own choice decides.
-    async fn ask(&self, view: &RequestView) -> Result<Option<Chosen>, ProxyError> {
+    async fn ask(&self, view: &RequestView, tried: &Tried) -> Result<Option<Chosen>, ProxyError> {
         if self.plugins.is_empty() {
             return Ok(None);
         }
         let farm = self.farm;
-        let farm_view = farm_view(farm, self.sticky);
+        let mut farm_view = farm_view(farm, self.sticky);
+        for m in &mut farm_view.members {
+            if tried.contains(m.id as usize) {
+                m.state = MemberStateView::OutOfService;
+            }
+        }
         for plugin in &self.plugins {
             match self.runtime.choose(plugin, view, &farm_view).await {
                 Ok(AffinityDecision::Pass) => {}
@@ -106,7 +112,8 @@ impl<'a> Balancer<'a> {
                     let usable = matches!(
                         farm.effective_state(member),
                         MemberState::Active | MemberState::Draining
-                    ) && member.has_addrs();
+                    ) && member.has_addrs()
+                        && !tried.contains(index);
                     if usable {
                         return Ok(Some(Chosen {
                             member: Arc::clone(member),

@@ -5,6 +5,7 @@ mod admin;
 mod builtins;
 mod config_files;
 mod examples;
+mod failover;
 mod faults;
 mod forwarding;
 mod health;
