@@ -130,7 +130,17 @@ fn spawn_binary(
     dir: &std::path::Path,
     args: &[&str],
 ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
-    let config = rt.block_on(default_config_on_free_ports(&dir.join("plugins.d")));
+    spawn_binary_with(rt, dir, args, |config| config)
+}
+
+/// [`spawn_binary`] with the config changed by `edit` first.
+fn spawn_binary_with(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    args: &[&str],
+    edit: impl FnOnce(String) -> String,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let config = edit(rt.block_on(default_config_on_free_ports(&dir.join("plugins.d"))));
     let path = dir.join("farmgate.toml");
     std::fs::write(&path, config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_farmgate"))
@@ -186,6 +196,30 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     assert!(
         seen.iter().any(|l| l.contains(" INFO ")),
         "the lines are the human-readable format: {seen:?}"
+    );
+}
+
+#[test]
+fn the_start_up_line_names_https_for_a_tls_listener() {
+    use crate::tls_support::{Ca, Files};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files::new();
+    let (cert, key) = files.pair("a", &Ca::new("Test CA").issue(&["localhost"]));
+    let secure = format!(
+        "http2 = true\n[[listeners]]\nname = \"secure\"\nbind = \"127.0.0.1:0\"\n[[listeners.certificates]]\ncert = {cert:?}\nkey = {key:?}\n"
+    );
+    let (mut child, log) = spawn_binary_with(&rt, dir.path(), &[], |config| {
+        config.replacen("http2 = true\n", &secure, 1)
+    });
+    let seen = lines_until(&log, "point a browser at https://");
+    let _ = child.kill();
+    let _ = child.wait();
+    let seen = seen.expect("a start-up line with https:// for the TLS listener");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("listener=web") && l.contains("point a browser at http://")),
+        "{seen:?}"
     );
 }
 
