@@ -453,6 +453,8 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let shared = Arc::new(Shared::default());
+        let logger = Arc::clone(&proxy);
+        shared.on_refusal(move |reason| logger.log_refused(client, reason));
         let info = Arc::new(ConnInfo {
             listener: Arc::clone(&settings.name),
             client,

@@ -101,6 +101,11 @@ impl Proxy {
     }
 
     /// Access log lines dropped because the writer fell behind.
+    /// Writes the access-log line of a request the framing checks refused.
+    pub fn log_refused(&self, client: std::net::SocketAddr, reason: &str) {
+        self.access_log.refused(client, reason);
+    }
+
     pub fn access_log_dropped(&self) -> u64 {
         self.access_log.dropped()
     }
