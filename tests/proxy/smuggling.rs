@@ -244,7 +244,11 @@ async fn refused_requests_are_in_the_access_log_with_the_reason() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     // The refusal is logged when judged, which may be before the answer before it ends.
-    assert!(lines.iter().any(|l| l["target"] == "/first" && l["status"] == 200));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["target"] == "/first" && l["status"] == 200)
+    );
     let refused = lines
         .iter()
         .find(|l| l["status"] == 400)
