@@ -199,8 +199,45 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     );
 }
 
+/// A TLS 1.3 ClientHello whose SNI extension names `ip` (which RFC 6066 forbids), with no
+/// other extension: enough for the server to parse it, and then refuse it.
+fn client_hello_with_ip_sni(ip: &str) -> Vec<u8> {
+    let name = ip.as_bytes();
+    let mut sni = vec![0x00];
+    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(name);
+    let mut ext = vec![0x00, 0x00];
+    ext.extend_from_slice(&((sni.len() + 2) as u16).to_be_bytes());
+    ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&sni);
+    let mut hello = vec![0x03, 0x03];
+    hello.extend_from_slice(&[7u8; 32]);
+    hello.push(0); // no session id
+    hello.extend_from_slice(&[0x00, 0x02, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
+    hello.extend_from_slice(&[0x01, 0x00]); // no compression
+    hello.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    hello.extend_from_slice(&ext);
+    let mut handshake = vec![0x01, 0x00];
+    handshake.extend_from_slice(&(hello.len() as u16).to_be_bytes());
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+/// The port in the URL at the end of a start-up line.
+fn port_in(line: &str, prefix: &str) -> u16 {
+    let url = line.split(prefix).nth(1).unwrap_or_default();
+    url.split('/')
+        .next()
+        .and_then(|host_port| host_port.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
+}
+
 #[test]
-fn the_start_up_line_names_https_for_a_tls_listener() {
+fn a_tls_listener_is_announced_as_https_and_ip_address_sni_is_counted_not_warned() {
     use crate::tls_support::{Ca, Files};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -213,13 +250,60 @@ fn the_start_up_line_names_https_for_a_tls_listener() {
         config.replacen("http2 = true\n", &secure, 1)
     });
     let seen = lines_until(&log, "point a browser at https://");
-    let _ = child.kill();
-    let _ = child.wait();
-    let seen = seen.expect("a start-up line with https:// for the TLS listener");
+    let Some(seen) = seen else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no start-up line with https:// for the TLS listener");
+    };
     assert!(
         seen.iter()
             .any(|l| l.contains("listener=web") && l.contains("point a browser at http://")),
         "{seen:?}"
+    );
+    let secure = port_in(seen.last().unwrap(), "https://");
+    let admin = lines_until(&log, "dashboard is at http://")
+        .and_then(|mut l| l.pop())
+        .map(|l| port_in(&l, "http://"));
+    let counted = admin.map(|admin| {
+        rt.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            for _ in 0..2 {
+                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", secure))
+                    .await
+                    .unwrap();
+                s.write_all(&client_hello_with_ip_sni("127.0.0.1"))
+                    .await
+                    .unwrap();
+                let mut rest = Vec::new();
+                let _ = bounded("the refused handshake", s.read_to_end(&mut rest)).await;
+            }
+            let metric = || async {
+                get_once(([127, 0, 0, 1], admin).into(), "localhost", "/metrics")
+                    .await
+                    .text()
+            };
+            let mut text = metric().await;
+            for _ in 0..100 {
+                if text.contains("farmgate_tls_sni_ip_address_total 2") {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                text = metric().await;
+            }
+            text
+        })
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let later: Vec<String> = log.try_iter().collect();
+    let metrics = counted.expect("the admin listener's start-up line");
+    assert!(
+        later.iter().all(|l| !l.contains("Illegal SNI")),
+        "warned: {later:?}"
+    );
+    assert!(
+        metrics.contains("farmgate_tls_sni_ip_address_total 2"),
+        "{metrics}\n{later:?}"
     );
 }
 
