@@ -547,10 +547,15 @@ fn cookie_affinity_fails_over_and_stays_on_the_new_member() {
     // Clients spread over the members left.
     let mut landed = [0; 3];
     for i in 0..200 {
-        let req = testing::request("GET", "/").client(&format!("198.51.100.{i}")).build();
+        let req = testing::request("GET", "/")
+            .client(&format!("198.51.100.{i}"))
+            .build();
         landed[choice(p.choose(&req, &farm)).0 as usize] += 1;
     }
-    assert!(landed[0] == 0 && landed[1] > 50 && landed[2] > 50, "{landed:?}");
+    assert!(
+        landed[0] == 0 && landed[1] > 50 && landed[2] > 50,
+        "{landed:?}"
+    );
     // The old member is back; the client's cookie now names member 2 and it stays there.
     let farm = testing::farm("web", 3).sticky(2).in_flight(2, 9).build();
     assert_eq!(choice(p.choose(&get(), &farm)), (2, false));
