@@ -119,7 +119,33 @@ impl AccessLog {
             rule: None,
             farm: None,
             member: None,
+            refused: None,
         })
+    }
+
+    /// Writes the line of a request refused before it could be read as one (the framing checks'
+    /// refusals, answered 400 by hyper): no method or target, the status and the reason.
+    pub fn refused(&self, client: SocketAddr, reason: &str) {
+        let Some(writer) = self.inner.as_ref() else {
+            return;
+        };
+        AccessRecord {
+            writer: Arc::clone(writer),
+            start: Instant::now(),
+            time: SystemTime::now(),
+            client,
+            method: "-".into(),
+            target: "-".into(),
+            version: http::Version::HTTP_11,
+            referer: None,
+            user_agent: None,
+            status: 400,
+            rule: None,
+            farm: None,
+            member: None,
+            refused: Some(reason.to_string()),
+        }
+        .write(0, true);
     }
 }
 
@@ -138,6 +164,8 @@ pub struct AccessRecord {
     pub rule: Option<String>,
     pub farm: Option<String>,
     pub member: Option<String>,
+    /// Why the request was refused unread, for those the framing checks refused.
+    pub refused: Option<String>,
 }
 
 impl AccessRecord {
@@ -155,7 +183,7 @@ impl AccessRecord {
     fn combined(&self, bytes: u64, complete: bool) -> String {
         let q = |v: &Option<String>| v.as_deref().map_or_else(|| "-".to_string(), escape);
         format!(
-            "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" rule={} farm={} member={} ms={:.3}{}",
+            "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" rule={} farm={} member={} ms={:.3}{}{}",
             self.client.ip(),
             clf_time(self.time),
             self.method,
@@ -170,6 +198,9 @@ impl AccessRecord {
             self.member.as_deref().unwrap_or("-"),
             self.start.elapsed().as_secs_f64() * 1000.0,
             if complete { "" } else { " aborted" },
+            self.refused
+                .as_deref()
+                .map_or_else(String::new, |r| format!(" refused=\"{}\"", escape(r))),
         )
     }
 
@@ -179,7 +210,7 @@ impl AccessRecord {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        serde_json::json!({
+        let mut line = serde_json::json!({
             "time": secs,
             "client": self.client.ip().to_string(),
             "method": self.method,
@@ -194,8 +225,11 @@ impl AccessRecord {
             "member": self.member,
             "ms": self.start.elapsed().as_secs_f64() * 1000.0,
             "complete": complete,
-        })
-        .to_string()
+        });
+        if let (Some(r), Some(map)) = (&self.refused, line.as_object_mut()) {
+            map.insert("refused".into(), r.as_str().into());
+        }
+        line.to_string()
     }
 }
 

@@ -680,6 +680,11 @@ impl Admin {
         }
         let _ = writeln!(
             out,
+            "# HELP farmgate_tls_sni_ip_address_total TLS clients that sent an IP address as their SNI name (ignored, as RFC 6066 asks; logged at debug).\n# TYPE farmgate_tls_sni_ip_address_total counter\nfarmgate_tls_sni_ip_address_total {}",
+            crate::telemetry::sni_ip_addresses()
+        );
+        let _ = writeln!(
+            out,
             "# HELP farmgate_access_log_dropped_total Access log lines dropped because the writer fell behind.\n# TYPE farmgate_access_log_dropped_total counter\nfarmgate_access_log_dropped_total {}",
             self.proxy.access_log_dropped()
         );

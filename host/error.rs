@@ -46,6 +46,9 @@ pub enum ProxyError {
     /// A fail-closed plugin failed.
     #[error("{0}")]
     Plugin(crate::plugins::PluginFailure),
+    /// A member switched protocols on a request whose upgrade was not passed to it.
+    #[error("member {member} of farm \"{farm}\" switched protocols without being asked to")]
+    Switched { farm: String, member: String },
     /// A member broke the exchange (closed early, sent an invalid response).
     #[error("member {member} of farm \"{farm}\" failed the exchange: {source}")]
     Upstream {
@@ -102,7 +105,7 @@ impl ProxyError {
                 ..
             } => Some(FailureKind::Tls),
             ProxyError::Connect { .. } => Some(FailureKind::Connect),
-            ProxyError::Upstream { .. } => Some(FailureKind::Broken),
+            ProxyError::Upstream { .. } | ProxyError::Switched { .. } => Some(FailureKind::Broken),
             ProxyError::ResponseTimeout { .. } => Some(FailureKind::Timeout),
             ProxyError::BadRequest(_)
             | ProxyError::BodyTooLarge { .. }
@@ -122,7 +125,9 @@ impl ProxyError {
                 source: ConnectError::Timeout { .. },
                 ..
             } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::Switched { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -147,7 +152,7 @@ impl ProxyError {
             ProxyError::ResponseTimeout { farm, .. } => {
                 format!("a server of farm \"{farm}\" did not answer in time")
             }
-            ProxyError::Upstream { farm, .. } => {
+            ProxyError::Upstream { farm, .. } | ProxyError::Switched { farm, .. } => {
                 format!("a server of farm \"{farm}\" sent no valid response")
             }
         }

@@ -76,6 +76,16 @@ pub struct Member {
     pub last_probe: ArcSwapOption<ProbeRecord>,
     /// Times of recent live-traffic failures (touched only when a request fails).
     live_failures: std::sync::Mutex<std::collections::VecDeque<std::time::Instant>>,
+    /// Until when (milliseconds on [`clock_ms`]) the member gets no new work because a
+    /// connection to it was refused; 0: not held off.
+    held_until_ms: AtomicU64,
+}
+
+/// Milliseconds since the first call (never 0), for hold-offs.
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
 }
 
 /// A member's affinity cookie token and its Set-Cookie values (plain, and with `Secure`).
@@ -218,7 +228,21 @@ impl Member {
             stats: MemberStats::default(),
             last_probe: ArcSwapOption::empty(),
             live_failures: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            held_until_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Gives the member no new work for `d` (a connection to it was refused): it counts as
+    /// out of service for choosing members, whatever the verifiers say.
+    pub fn hold_off(&self, d: Duration) {
+        let until = clock_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.held_until_ms.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Whether the member is held off now (see [`Member::hold_off`]).
+    pub fn held_off(&self) -> bool {
+        let until = self.held_until_ms.load(Ordering::Relaxed);
+        until != 0 && clock_ms() < until
     }
 
     pub fn addrs(&self) -> Arc<Vec<SocketAddr>> {
@@ -686,6 +710,8 @@ impl Farm {
         let s = m.state();
         if s != MemberState::Removed && self.in_panic() {
             MemberState::Active
+        } else if matches!(s, MemberState::Active | MemberState::Draining) && m.held_off() {
+            MemberState::OutOfService
         } else {
             s
         }

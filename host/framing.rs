@@ -482,9 +482,12 @@ fn parse_length(v: &[u8]) -> Option<u64> {
 
 /// What the proxy tells a connection's framing checks: how each request was answered (after an
 /// upgrade request, that decides whether the bytes that follow are HTTP/1 again or another
-/// protocol), and whether a response is still going out (the connection is not idle).
+/// protocol), and whether a response is still going out (the connection is not idle); and what
+/// the checks tell the proxy: a request they refused (for its access log).
 #[derive(Debug, Default)]
 pub struct Shared {
+    /// Told of every refused request, with the reason.
+    on_refusal: std::sync::OnceLock<Report>,
     /// Responses started and not yet ended or dropped.
     busy: AtomicU64,
     /// The connection's reader, waiting for its last response to end so that its idle time
@@ -497,6 +500,15 @@ pub struct Shared {
     slot: Mutex<Slot>,
 }
 
+/// Where refusals are reported.
+struct Report(Box<dyn Fn(Reason) + Send + Sync>);
+
+impl std::fmt::Debug for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Report")
+    }
+}
+
 #[derive(Debug, Default)]
 struct Slot {
     verdict: Option<(u64, bool)>,
@@ -504,6 +516,12 @@ struct Slot {
 }
 
 impl Shared {
+    /// Has every request the checks refuse on this connection reported to `report` (the first
+    /// call wins).
+    pub fn on_refusal(&self, report: impl Fn(Reason) + Send + Sync + 'static) {
+        let _ = self.on_refusal.set(Report(Box::new(report)));
+    }
+
     /// Called by the proxy once for every request it answers on the connection, in order:
     /// whether the answer switched protocols.
     pub fn answered(&self, switched: bool) {
@@ -714,6 +732,9 @@ impl<IO> Checked<IO> {
             reason,
             "request refused before forwarding: ambiguous or invalid HTTP/1 framing; closing the connection"
         );
+        if let Some(report) = self.shared.on_refusal.get() {
+            (report.0)(reason);
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Uri, Version};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the
-/// `Proxy-*` and `Keep-Alive` names still sent by old clients).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// `Proxy-*` and `Keep-Alive` names still sent by old clients, and `HTTP2-Settings`).
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -21,6 +21,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     HeaderName::from_static("keep-alive"),
+    // Only meaningful with an h2c upgrade, which is never passed (RFC 7540 §3.2.1).
+    HeaderName::from_static("http2-settings"),
 ];
 
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");

@@ -1,7 +1,9 @@
 //! Member health: connectivity verifiers (HTTP GET/HEAD, TCP connect, ping), the live traffic
 //! test, consecutive-result thresholds, response-time alerts and minimum servers.
 //!
-//! One task per member probes it every `interval`. An HTTP probe's outcome goes through the
+//! One task per member probes it every `interval`; members of a farm that resolve to the same
+//! addresses (several names for one server) share one probe per interval and its result, so a
+//! server is not probed once per name. An HTTP probe's outcome goes through the
 //! health-evaluation chain (plugins of the folder, then the built-in ARR test) to a verdict; TCP
 //! and ping probes are healthy when they connect or answer. A verifier that cannot run at all
 //! (the name no longer resolves) puts the member in unable-to-verify. Probes use the resolver but
@@ -10,6 +12,7 @@
 //! This module changes member state only through the member's setters and the farm's
 //! minimum-servers evaluation; it decides nothing about balancing.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -30,6 +33,32 @@ pub struct HealthChecker {
     runtime: Arc<Runtime>,
     resolver: Resolver,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    shared: Arc<SharedProbes>,
+}
+
+/// The latest probe of each farm's address set, shared by the members that resolve to it.
+#[derive(Default)]
+struct SharedProbes {
+    slots: std::sync::Mutex<HashMap<(String, Vec<SocketAddr>), Slot>>,
+}
+
+/// One address set's latest outcome and when its probe began; the lock is held while a probe
+/// runs, so members probing at once wait for it instead of probing again.
+type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Outcome)>>>;
+
+impl SharedProbes {
+    /// The slot of `member`'s addresses in `farm`; none while it has no address.
+    fn slot(&self, farm: &Farm, member: &Member) -> Option<Slot> {
+        let mut addrs = member.addrs().as_ref().clone();
+        if addrs.is_empty() {
+            return None;
+        }
+        addrs.sort();
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        Some(Arc::clone(
+            slots.entry((farm.name.clone(), addrs)).or_default(),
+        ))
+    }
 }
 
 impl HealthChecker {
@@ -46,6 +75,7 @@ impl HealthChecker {
             runtime,
             resolver,
             tasks: std::sync::Mutex::new(Vec::new()),
+            shared: Arc::default(),
         });
         checker.watch_all(config, farms);
         Ok(checker)
@@ -65,6 +95,11 @@ impl HealthChecker {
     pub fn replace(&self, config: &Config, farms: &[Arc<Farm>]) -> Result<(), String> {
         check_runnable(config)?;
         self.stop();
+        self.shared
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.watch_all(config, farms);
         Ok(())
     }
@@ -82,6 +117,7 @@ impl HealthChecker {
             fc.health_evaluation.clone(),
             Arc::clone(&self.runtime),
             self.resolver.clone(),
+            Arc::clone(&self.shared),
         ));
         if let Ok(mut tasks) = self.tasks.lock() {
             tasks.retain(|t| !t.is_finished());
@@ -106,6 +142,7 @@ impl Drop for HealthChecker {
 }
 
 /// What one probe found.
+#[derive(Clone)]
 enum Outcome {
     /// The verifier ran; `probe.error` says why there was no response, if there was none.
     Probed(Arc<ProbeResult>),
@@ -120,6 +157,7 @@ async fn verify_loop(
     binding: Binding,
     runtime: Arc<Runtime>,
     resolver: Resolver,
+    shared: Arc<SharedProbes>,
 ) {
     let mut fails = 0u32;
     let mut passes = 0u32;
@@ -131,7 +169,7 @@ async fn verify_loop(
             return;
         }
         let probed_from = member.take_outs();
-        let outcome = probe(&farm, &member, &settings, &resolver).await;
+        let outcome = shared_probe(&shared, &farm, &member, &settings, &resolver).await;
         member
             .stats
             .probes
@@ -246,6 +284,36 @@ async fn judge(
         Some(s) => Err(format!("status {s}")),
         None => Err("no response".into()),
     }
+}
+
+/// The outcome of a probe of `member`'s addresses: the one another member of the farm with the
+/// same addresses started within the last interval, else a new one.
+async fn shared_probe(
+    shared: &SharedProbes,
+    farm: &Farm,
+    member: &Member,
+    s: &HealthSettings,
+    resolver: &Resolver,
+) -> Outcome {
+    let Some(slot) = shared.slot(farm, member) else {
+        return probe(farm, member, s, resolver).await;
+    };
+    let mut latest = slot.lock().await;
+    if let Some((at, outcome)) = latest.as_ref()
+        && at.elapsed() < s.interval
+    {
+        return match outcome {
+            Outcome::Probed(p) => Outcome::Probed(Arc::new(ProbeResult {
+                member: member.name.clone(),
+                ..ProbeResult::clone(p)
+            })),
+            Outcome::Unverifiable(why) => Outcome::Unverifiable(why.clone()),
+        };
+    }
+    let at = Instant::now();
+    let outcome = probe(farm, member, s, resolver).await;
+    *latest = Some((at, outcome.clone()));
+    outcome
 }
 
 /// One probe of `member` by the farm's verifier.
@@ -536,6 +604,14 @@ pub fn live_traffic(
     outcome: Result<StatusCode, FailureKind>,
 ) {
     let kind = match outcome {
+        Err(FailureKind::Connect) => {
+            // A refused connection is evidence enough: no new work for a short while.
+            if !member.held_off() {
+                tracing::info!(farm = %farm.name, member = %member.name, hold = ?crate::config::defaults::REFUSED_HOLD_OFF, "connection refused: the member gets no new requests for a moment");
+            }
+            member.hold_off(crate::config::defaults::REFUSED_HOLD_OFF);
+            FailureKind::Connect
+        }
         Err(kind) => kind,
         Ok(status) if s.live_max_failures > 0 && failure_status(s, status) => FailureKind::Status,
         Ok(_) => return,

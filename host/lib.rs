@@ -31,6 +31,7 @@ pub mod plugin_tool;
 pub mod plugins;
 mod policy;
 mod pool;
+mod preface;
 mod proxy;
 mod reload;
 mod resolve;

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use crate::config::{CertificateConfig, Config, ListenerConfig};
 use crate::framing::{Checked, Shared};
 use crate::generation::ConnInfo;
+use crate::preface::{self, Rewind};
 use crate::proxy::Proxy;
 use crate::tls::CertStore;
 
@@ -418,9 +419,7 @@ async fn accept_loop(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
-    if !settings.http2 {
-        builder = builder.http1_only();
-    }
+    let head_timeout = settings.header_read_timeout;
     let handshake_timeout = settings.tls_handshake_timeout;
     let waits = (settings.header_read_timeout, settings.client_idle_timeout);
     let stopped = loop {
@@ -454,6 +453,8 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let shared = Arc::new(Shared::default());
+        let logger = Arc::clone(&proxy);
+        shared.on_refusal(move |reason| logger.log_refused(client, reason));
         let info = Arc::new(ConnInfo {
             listener: Arc::clone(&settings.name),
             client,
@@ -469,12 +470,24 @@ async fn accept_loop(
         });
         let watcher = graceful.watcher();
         let Some(acceptor) = &tls else {
-            let stream = Checked::new(stream, max_head, waits, shared, client);
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .into_owned();
+            // A listener without HTTP/2 serves HTTP/1.1 only; with it, HTTP/2 with prior
+            // knowledge as well, told apart by the preface.
+            let only_h1 = !settings.http2;
+            let builder = builder.clone();
             tokio::spawn(async move {
                 let _permit = permit;
+                let stream = if only_h1 {
+                    match http1_only(stream, head_timeout, client).await {
+                        Some(s) => s,
+                        None => return,
+                    }
+                } else {
+                    Rewind::new(stream)
+                };
+                let stream = Checked::new(stream, max_head, waits, shared, client);
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .into_owned();
                 if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(%client, error = %e, "client connection ended with an error");
                 }
@@ -498,6 +511,27 @@ async fn accept_loop(
                 Err(_) => {
                     tracing::debug!(%client, timeout = ?handshake_timeout, "TLS handshake timed out");
                     return;
+                }
+            };
+            // Exactly the protocol ALPN agreed (RFC 9113 §3.2); without ALPN, HTTP/1.1.
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+            let stream = if h2 {
+                match preface::read(stream, head_timeout).await {
+                    Ok((preface::Opening::H2, s)) => s,
+                    Ok((preface::Opening::Other, mut s)) => {
+                        tracing::debug!(%client, "no HTTP/2 preface after ALPN h2; GOAWAY(PROTOCOL_ERROR)");
+                        preface::refuse(s.get_mut()).await;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%client, error = %e, "client connection ended before its preface");
+                        return;
+                    }
+                }
+            } else {
+                match http1_only(stream, head_timeout, client).await {
+                    Some(s) => s,
+                    None => return,
                 }
             };
             let stream = Checked::new(stream, max_head, waits, shared, client);
@@ -526,5 +560,33 @@ async fn accept_loop(
         .is_err()
     {
         tracing::warn!(listener = %settings.name, ?grace, "grace period over; closing remaining connections");
+    }
+}
+
+/// What an HTTP/1.1-only connection answers a client that opens with the HTTP/2 preface.
+const H2_ON_HTTP1: &[u8] =
+    b"HTTP/1.1 505 HTTP Version Not Supported\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
+/// A connection that is to speak HTTP/1.1 only: hyper's version detection would take an HTTP/2
+/// preface for HTTP/2, so a client that opens with one is answered 505 here and closed. `None`:
+/// the connection is over.
+async fn http1_only<IO>(stream: IO, timeout: Duration, client: SocketAddr) -> Option<Rewind<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    match preface::read(stream, timeout).await {
+        Ok((preface::Opening::Other, s)) => Some(s),
+        Ok((preface::Opening::H2, mut s)) => {
+            tracing::debug!(%client, "HTTP/2 preface on an HTTP/1.1 connection; answered 505");
+            let io = s.get_mut();
+            let _ = io.write_all(H2_ON_HTTP1).await;
+            let _ = io.shutdown().await;
+            None
+        }
+        Err(e) => {
+            tracing::debug!(%client, error = %e, "client connection ended before its first request");
+            None
+        }
     }
 }

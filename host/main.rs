@@ -183,6 +183,12 @@ fn run(path: Option<&Path>) -> ExitCode {
         let stop = stop_signal();
         let mut hangups = reload_signal();
         tracing::info!("{}", config.summary());
+        let tls: Vec<String> = config
+            .listeners
+            .iter()
+            .filter(|l| l.is_tls())
+            .map(|l| l.name.clone())
+            .collect();
         let running = match farmgate::start(config).await {
             Ok(r) => r,
             Err(e) => {
@@ -191,7 +197,8 @@ fn run(path: Option<&Path>) -> ExitCode {
             }
         };
         for (name, addr) in running.listeners().iter() {
-            tracing::info!(listener = %name, "farmgate is serving: point a browser at http://{}/", browsable(*addr));
+            let scheme = if tls.contains(name) { "https" } else { "http" };
+            tracing::info!(listener = %name, "farmgate is serving: point a browser at {scheme}://{}/", browsable(*addr));
         }
         if let Some(addr) = running.admin {
             tracing::info!("the farm dashboard is at http://{}/dashboard", browsable(addr));

@@ -13,8 +13,13 @@
 //! `Content-Length` (a translated body has a different length; the caller streams it). It
 //! translates what it is told to translate.
 //!
-//! Matching is case-sensitive, non-overlapping and leftmost-longest. The streaming output is
-//! byte-identical to [`Mappings::translate_all`] of the whole body, whatever the chunking.
+//! Matching is non-overlapping and leftmost-longest. A scheme and a host match in any case (a
+//! path only in its own). A `from` that is a link's scheme and authority (`http://host`,
+//! `//host`) matches only where the host ends (`http://host.example.org` and `http://hostname`
+//! are other hosts), and takes in a port written after it (`http://host:80/x` becomes
+//! `to` + `/x`, so a port in `to` is not doubled). Every `from` is also found JSON-escaped
+//! (`http:\/\/host\/x`) and replaced escaped the same way. The streaming output is byte-identical
+//! to [`Mappings::translate_all`] of the whole body, whatever the chunking.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
@@ -23,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use aho_corasick::{AhoCorasick, Match, MatchKind, packed};
+use aho_corasick::{AhoCorasick, Anchored, Input, Match, MatchKind, Span, StartKind, packed};
 use brotli::enc::StandardAlloc;
 use brotli::{BrotliDecompressStream, BrotliResult, BrotliState, CompressorWriter};
 use bytes::{Bytes, BytesMut};
@@ -101,72 +106,168 @@ impl MatcherCache {
 /// The compiled mappings of one mapping set.
 #[derive(Debug)]
 pub struct Mappings {
-    /// One automaton over every `from`, leftmost-longest; pattern ids index `to`.
+    /// One automaton over every pattern, leftmost-longest, ASCII case-insensitive (what must
+    /// match exactly is checked per match); pattern ids index `patterns`.
     searcher: AhoCorasick,
-    /// The same patterns in a SIMD (Teddy) searcher, when the CPU and the pattern count allow.
-    /// The automaton's own prefilter keys on the patterns' first bytes ('h', '/'), which are
-    /// common in prose; Teddy keys on their first three bytes and is several times faster.
+    /// A SIMD (Teddy) searcher over every spelling of the patterns' first bytes in either case,
+    /// when the CPU and the count allow: it finds where a match may start, and the automaton,
+    /// anchored there, says whether one does. The automaton's own prefilter keys on single
+    /// bytes, which are common in prose; Teddy keys on three and is several times faster.
     packed: Option<packed::Searcher>,
-    /// Replacement bytes per pattern id.
-    to: Vec<Box<[u8]>>,
-    /// Every `from`, sorted, to answer "is this tail the start of some pattern?".
+    /// What each pattern id stands for.
+    patterns: Vec<Pattern>,
+    /// Every pattern in lower case, sorted, to answer "is this tail the start of some pattern?".
     sorted_from: Vec<Box<[u8]>>,
-    /// Which bytes some `from` starts with: a cheap first test before the sorted lookup.
+    /// Which bytes some pattern starts with (either case): a cheap first test before the
+    /// sorted lookup.
     first_bytes: [bool; 256],
-    /// Length of the longest `from`; a match is only final once this much text follows its
-    /// start, or once nothing can extend it.
+    /// Length of the longest pattern plus what a match may need to see after its end; a match
+    /// is only final once this much text follows its start, or once nothing can extend it.
     longest: usize,
     /// Host part of each mapping (from-host, to-host) for Set-Cookie `Domain` attributes.
     cookie_hosts: Vec<(String, String)>,
 }
 
+/// One searched spelling of a mapping's `from`.
+#[derive(Debug)]
+struct Pattern {
+    /// The replacement.
+    to: Box<[u8]>,
+    /// The pattern itself; bytes from `exact_from` on must match in their case (a path is
+    /// case-sensitive; a scheme and a host are not).
+    from: Box<[u8]>,
+    exact_from: usize,
+    /// The pattern is a link's scheme and authority with nothing after (`http://host`,
+    /// `//host:8080`): a match must end where the host does, and an explicit port after a
+    /// portless pattern is part of the match (the replacement names its own).
+    authority: Option<Authority>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Authority {
+    /// The pattern names no port, so one in the text is taken in with the host.
+    takes_port: bool,
+}
+
+/// The longest port taken in after a host (`:65535`).
+const MAX_PORT_DIGITS: usize = 5;
+/// What a match may need to see after its end to be judged: a port and the two bytes that
+/// tell whether the host goes on (`.x`).
+const LOOKAHEAD: usize = 1 + MAX_PORT_DIGITS + 2;
+
+/// A byte that continues a host name (letters, digits, `-`, and `_` as some intranets use it).
+fn continues_host(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// What a match found by the searcher turned out to be.
+enum Judged {
+    /// A link: replace up to this end.
+    Accept(usize),
+    /// A look-alike (the host goes on, a path differs in case): not a match.
+    Reject,
+    /// The bytes that decide have not arrived yet.
+    Undecided,
+}
+
+/// The end of the scheme and authority of a mapping side (`http://host:1` of
+/// `http://host:1/x`), if it starts with `scheme://` or `//`.
+fn authority_end(side: &str) -> Option<usize> {
+    let start = match side.find("://") {
+        Some(i)
+            if i > 0
+                && side[..i]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+        {
+            i + 3
+        }
+        _ if side.starts_with("//") => 2,
+        _ => return None,
+    };
+    let len = side[start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(side.len() - start);
+    (len > 0).then_some(start + len)
+}
+
 impl Mappings {
-    /// None when there is nothing to translate (no pairs, or only empty `from`s). Duplicate `from`s: first wins.
+    /// None when there is nothing to translate (no pairs, or only empty `from`s). Duplicate
+    /// `from`s (in any case): first wins.
+    ///
+    /// Each `from` is searched as given and, when it holds a `/`, as JSON escapes it (`\/`),
+    /// replaced by `to` escaped the same way.
     ///
     /// Also None if the automaton cannot be built, which only happens for pattern sets far
     /// beyond any real rule (the crate's state-id space overflows).
     pub fn new(pairs: &[(String, String)]) -> Option<Mappings> {
-        let mut from: Vec<&[u8]> = Vec::with_capacity(pairs.len());
-        let mut to: Vec<Box<[u8]>> = Vec::with_capacity(pairs.len());
+        let mut patterns: Vec<Pattern> = Vec::with_capacity(pairs.len() * 2);
         let mut cookie_hosts = Vec::new();
         let mut seen = HashSet::new();
         for (f, t) in pairs {
             // An empty pattern would match everywhere, and a later duplicate could never win.
-            if f.is_empty() || !seen.insert(f.as_str()) {
+            if f.is_empty() || !seen.insert(f.to_ascii_lowercase()) {
                 continue;
             }
-            from.push(f.as_bytes());
-            to.push(t.as_bytes().into());
+            let end = authority_end(f);
+            let authority = end.filter(|&e| e == f.len()).map(|e| Authority {
+                takes_port: !f[..e].rsplit_once("//").is_some_and(|(_, a)| {
+                    a.rsplit_once(':').is_some_and(|(_, p)| {
+                        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
+                    })
+                }),
+            });
+            let exact_from = end.unwrap_or(0);
+            patterns.push(Pattern {
+                to: t.as_bytes().into(),
+                from: f.as_bytes().into(),
+                exact_from,
+                authority,
+            });
+            if f.contains('/') {
+                let escaped = f.replace('/', "\\/");
+                if seen.insert(escaped.to_ascii_lowercase()) {
+                    patterns.push(Pattern {
+                        to: t.replace('/', "\\/").into_bytes().into(),
+                        exact_from: f[..exact_from].replace('/', "\\/").len(),
+                        from: escaped.into_bytes().into(),
+                        authority,
+                    });
+                }
+            }
             let (from_host, to_host) = (host_of(f), host_of(t));
             if !from_host.is_empty() && !to_host.is_empty() {
                 cookie_hosts.push((from_host.to_owned(), to_host.to_owned()));
             }
         }
-        if from.is_empty() {
+        if patterns.is_empty() {
             return None;
         }
+        let from: Vec<&[u8]> = patterns.iter().map(|p| &p.from[..]).collect();
         let searcher = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
+            .ascii_case_insensitive(true)
+            .start_kind(StartKind::Both)
             .build(&from)
             .ok()?;
-        let packed = packed::Config::new()
-            .match_kind(packed::MatchKind::LeftmostLongest)
-            .builder()
-            .extend(&from)
-            .build();
-        let longest = from.iter().map(|f| f.len()).max().unwrap_or(1);
+        let packed = Self::starts_searcher(&from);
+        let longest = from.iter().map(|f| f.len()).max().unwrap_or(1) + LOOKAHEAD;
         let mut first_bytes = [false; 256];
         for f in &from {
             if let Some(&b) = f.first() {
-                first_bytes[usize::from(b)] = true;
+                first_bytes[usize::from(b.to_ascii_lowercase())] = true;
+                first_bytes[usize::from(b.to_ascii_uppercase())] = true;
             }
         }
-        let mut sorted_from: Vec<Box<[u8]>> = from.iter().map(|&f| f.into()).collect();
+        let mut sorted_from: Vec<Box<[u8]>> = from
+            .iter()
+            .map(|&f| f.to_ascii_lowercase().into())
+            .collect();
         sorted_from.sort();
         Some(Mappings {
             searcher,
             packed,
-            to,
+            patterns,
             sorted_from,
             first_bytes,
             longest,
@@ -174,39 +275,142 @@ impl Mappings {
         })
     }
 
+    /// The Teddy searcher over every case spelling of the patterns' first three bytes; none
+    /// when there would be more spellings than it takes.
+    fn starts_searcher(from: &[&[u8]]) -> Option<packed::Searcher> {
+        let mut starts: HashSet<Vec<u8>> = HashSet::new();
+        for f in from {
+            let head = &f[..f.len().min(3)];
+            let mut spellings = vec![Vec::with_capacity(head.len())];
+            for &b in head {
+                let (lower, upper) = (b.to_ascii_lowercase(), b.to_ascii_uppercase());
+                let mut next = Vec::with_capacity(spellings.len() * 2);
+                for s in &spellings {
+                    let mut a = s.clone();
+                    a.push(lower);
+                    next.push(a);
+                    if upper != lower {
+                        let mut a = s.clone();
+                        a.push(upper);
+                        next.push(a);
+                    }
+                }
+                spellings = next;
+            }
+            starts.extend(spellings);
+            if starts.len() > 64 {
+                return None;
+            }
+        }
+        let mut starts: Vec<Vec<u8>> = starts.into_iter().collect();
+        starts.sort();
+        packed::Config::new()
+            .match_kind(packed::MatchKind::LeftmostFirst)
+            .builder()
+            .extend(&starts)
+            .build()
+    }
+
     /// One-shot translation of a whole buffer (the reference the streaming one must equal; also used for header values).
     pub fn translate_all(&self, input: &[u8]) -> Vec<u8> {
         // Kept deliberately plain (no hold-back logic) so it can serve as the reference.
         let mut out = Vec::with_capacity(input.len() + input.len() / 8);
         let mut last = 0;
-        for m in self.find_iter(input) {
-            out.extend_from_slice(&input[last..m.start()]);
-            out.extend_from_slice(&self.to[m.pattern().as_usize()]);
-            last = m.end();
+        let mut pos = 0;
+        while let Some(m) = self.find_at(input, pos) {
+            match self.judge(input, &m, true) {
+                Judged::Accept(end) => {
+                    out.extend_from_slice(&input[last..m.start()]);
+                    out.extend_from_slice(&self.patterns[m.pattern().as_usize()].to);
+                    last = end;
+                    pos = end;
+                }
+                Judged::Reject | Judged::Undecided => pos = m.start() + 1,
+            }
         }
         out.extend_from_slice(&input[last..]);
         out
     }
 
-    /// Non-overlapping leftmost-longest matches in `haystack`, from whichever searcher exists.
-    fn find_iter<'a>(&'a self, haystack: &'a [u8]) -> Matches<'a> {
-        match &self.packed {
-            Some(packed) => Matches::Packed(packed.find_iter(haystack)),
-            None => Matches::Automaton(self.searcher.find_iter(haystack)),
+    /// The leftmost-longest match (ignoring case) starting at or after `pos`.
+    fn find_at(&self, haystack: &[u8], pos: usize) -> Option<Match> {
+        if pos >= haystack.len() {
+            return None;
+        }
+        let Some(starts) = &self.packed else {
+            return self.searcher.find(Input::new(haystack).range(pos..));
+        };
+        let mut at = pos;
+        while at < haystack.len() {
+            let start = starts.find_in(haystack, Span::from(at..haystack.len()))?;
+            let anchored = Input::new(haystack)
+                .range(start.start()..)
+                .anchored(Anchored::Yes);
+            if let Some(m) = self.searcher.find(anchored) {
+                return Some(m);
+            }
+            at = start.start() + 1;
+        }
+        None
+    }
+
+    /// Whether the searcher's match `m` is a link to translate, and where it ends. With `eof`
+    /// nothing follows `buf`.
+    fn judge(&self, buf: &[u8], m: &Match, eof: bool) -> Judged {
+        let p = &self.patterns[m.pattern().as_usize()];
+        if buf[m.start() + p.exact_from..m.end()] != p.from[p.exact_from..] {
+            return Judged::Reject;
+        }
+        let Some(authority) = p.authority else {
+            return Judged::Accept(m.end());
+        };
+        let mut end = m.end();
+        if authority.takes_port && buf.get(end) == Some(&b':') {
+            let digits = buf[end + 1..]
+                .iter()
+                .take(MAX_PORT_DIGITS + 1)
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if digits > MAX_PORT_DIGITS {
+                return Judged::Reject;
+            }
+            if end + 1 + digits == buf.len() && !eof {
+                return Judged::Undecided;
+            }
+            if digits > 0 {
+                end += 1 + digits;
+            }
+        }
+        // The host must end here: not go on with a name byte, nor with a dot and a name byte
+        // (a dot followed by anything else ends a sentence, not the host).
+        match buf.get(end) {
+            None if !eof => Judged::Undecided,
+            Some(&b) if continues_host(b) => Judged::Reject,
+            Some(b'.') => match buf.get(end + 1) {
+                None if !eof => Judged::Undecided,
+                Some(&b) if continues_host(b) => Judged::Reject,
+                _ => Judged::Accept(end),
+            },
+            _ => Judged::Accept(end),
         }
     }
 
-    /// Whether `tail` is a proper prefix of some pattern, i.e. more input could still turn
-    /// it into a match (or into a longer match than the one seen so far).
+    /// Whether `tail` is a proper prefix (ignoring case) of some pattern, i.e. more input could
+    /// still turn it into a match (or into a longer match than the one seen so far).
     fn could_extend(&self, tail: &[u8]) -> bool {
         // Patterns starting with `tail` are contiguous in sorted order, beginning at the
         // first pattern not less than it; after deduplication at most one of them equals
         // `tail`, so the first two candidates decide.
-        let i = self.sorted_from.partition_point(|p| &p[..] < tail);
-        self.sorted_from[i..]
-            .iter()
-            .take(2)
-            .any(|p| p.len() > tail.len() && p.starts_with(tail))
+        let lower = |b: &u8| b.to_ascii_lowercase();
+        let i = self
+            .sorted_from
+            .partition_point(|p| p.iter().copied().cmp(tail.iter().map(lower)).is_lt());
+        self.sorted_from[i..].iter().take(2).any(|p| {
+            p.len() > tail.len()
+                && p.iter()
+                    .zip(tail)
+                    .all(|(a, b)| *a == b.to_ascii_lowercase())
+        })
     }
 
     /// The first position at or after `from` from which the rest of `buf` could still grow
@@ -222,13 +426,16 @@ impl Mappings {
     ///
     /// With `eof` all of `buf` is final. Otherwise a match is final when nothing after the
     /// buffer can change it: no earlier position and not its own start could still grow into
-    /// a (longer) match. When the scan rewrote something, the translation of the final part is
-    /// appended to `out`; when it did not, `out` is untouched and the final part is
-    /// `buf[..end]` verbatim, which lets the caller hand it on without copying.
+    /// a (longer) match, and the bytes after it that tell a link from a look-alike are here.
+    /// When the scan rewrote something, the translation of the final part is appended to
+    /// `out`; when it did not, `out` is untouched and the final part is `buf[..end]` verbatim,
+    /// which lets the caller hand it on without copying.
     fn scan(&self, buf: &[u8], eof: bool, out: &mut BytesMut) -> Scan {
         let mut at = 0;
+        let mut pos = 0;
         let mut rewrote = false;
-        for m in self.find_iter(buf) {
+        let mut undecided = None;
+        while let Some(m) = self.find_at(buf, pos) {
             // A match with `longest` bytes of room is final: every pattern that could start
             // at or before it fits in the buffer, so the searcher has already seen it. Nearer
             // the end it is final only if no position from `at` up to its start could still
@@ -237,40 +444,36 @@ impl Mappings {
             {
                 break;
             }
+            let end = match self.judge(buf, &m, eof) {
+                Judged::Accept(end) => end,
+                Judged::Reject => {
+                    pos = m.start() + 1;
+                    continue;
+                }
+                Judged::Undecided => {
+                    undecided = Some(m.start());
+                    break;
+                }
+            };
             if !rewrote {
                 out.reserve(buf.len() + buf.len() / 8);
                 rewrote = true;
             }
             out.extend_from_slice(&buf[at..m.start()]);
-            out.extend_from_slice(&self.to[m.pattern().as_usize()]);
-            at = m.end();
+            out.extend_from_slice(&self.patterns[m.pattern().as_usize()].to);
+            at = end;
+            pos = end;
         }
         let end = if eof {
             buf.len()
         } else {
-            self.hold_from(buf, at)
+            let hold = self.hold_from(buf, at);
+            undecided.map_or(hold, |start| start.min(hold))
         };
         if rewrote {
             out.extend_from_slice(&buf[at..end]);
         }
         Scan { end, rewrote }
-    }
-}
-
-/// The match iterator of either searcher; both report the same matches.
-enum Matches<'a> {
-    Packed(packed::FindIter<'a, 'a>),
-    Automaton(aho_corasick::FindIter<'a, 'a>),
-}
-
-impl Iterator for Matches<'_> {
-    type Item = Match;
-
-    fn next(&mut self) -> Option<Match> {
-        match self {
-            Matches::Packed(it) => it.next(),
-            Matches::Automaton(it) => it.next(),
-        }
     }
 }
 
@@ -968,28 +1171,89 @@ mod tests {
         assert_eq!(m.translate_all(b"http://new"), b"http://out");
     }
 
-    /// Leftmost-longest, non-overlapping, first duplicate wins, by brute force.
+    /// The documented rules by brute force: leftmost-longest (ignoring case), non-overlapping,
+    /// first duplicate wins; each `from` also JSON-escaped; a scheme-and-host `from` only where
+    /// the host ends, taking in a port after it; a path in its own case.
     fn naive(pairs: &[(&str, &str)], input: &[u8]) -> Vec<u8> {
+        let mut spellings: Vec<(String, String, usize, bool)> = Vec::new();
+        for (f, t) in pairs {
+            if f.is_empty() {
+                continue;
+            }
+            // (from, to, bytes matched ignoring case, whether it is scheme + host only)
+            let after_scheme = f
+                .find("://")
+                .map(|i| i + 3)
+                .or(f.starts_with("//").then_some(2));
+            let host_end = after_scheme
+                .map(|s| s + f[s..].find(['/', '?', '#']).unwrap_or(f.len() - s))
+                .unwrap_or(0);
+            let authority = after_scheme.is_some() && host_end == f.len();
+            for (f, t, n) in [
+                (f.to_string(), t.to_string(), host_end),
+                (
+                    f.replace('/', "\\/"),
+                    t.replace('/', "\\/"),
+                    f[..host_end].replace('/', "\\/").len(),
+                ),
+            ] {
+                if !spellings.iter().any(|s| s.0.eq_ignore_ascii_case(&f)) {
+                    spellings.push((f, t, n, authority));
+                }
+            }
+        }
         let mut out = Vec::new();
         let mut i = 0;
         while i < input.len() {
-            let best = pairs
-                .iter()
-                .filter(|(f, _)| !f.is_empty() && input[i..].starts_with(f.as_bytes()))
-                .fold(None::<&(&str, &str)>, |best, p| match best {
+            let matches = |(f, _, n, _): &&(String, String, usize, bool)| {
+                let f = f.as_bytes();
+                input.len() - i >= f.len()
+                    && input[i..i + *n].eq_ignore_ascii_case(&f[..*n])
+                    && input[i + *n..i + f.len()] == f[*n..]
+            };
+            let best = spellings.iter().filter(matches).fold(
+                None::<&(String, String, usize, bool)>,
+                |best, p| match best {
                     Some(b) if b.0.len() >= p.0.len() => Some(b),
                     _ => Some(p),
-                });
-            match best {
-                Some((f, t)) => {
-                    out.extend_from_slice(t.as_bytes());
-                    i += f.len();
+                },
+            );
+            let Some((f, t, _, authority)) = best else {
+                out.push(input[i]);
+                i += 1;
+                continue;
+            };
+            let mut end = i + f.len();
+            let name = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            if *authority {
+                let has_port = f.rsplit("//").next().is_some_and(|a| a.contains(':'));
+                if !has_port && input.get(end) == Some(&b':') {
+                    let digits = input[end + 1..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_digit())
+                        .count();
+                    if digits > 5 {
+                        out.push(input[i]);
+                        i += 1;
+                        continue;
+                    }
+                    if digits > 0 {
+                        end += 1 + digits;
+                    }
                 }
-                None => {
+                let goes_on = match input.get(end) {
+                    Some(&b) if name(b) => true,
+                    Some(b'.') => input.get(end + 1).is_some_and(|&b| name(b)),
+                    _ => false,
+                };
+                if goes_on {
                     out.push(input[i]);
                     i += 1;
+                    continue;
                 }
             }
+            out.extend_from_slice(t.as_bytes());
+            i = end;
         }
         out
     }
@@ -1071,6 +1335,12 @@ mod tests {
             b" ",
             b"x",
             "\u{e9}".as_bytes(),
+            b"HTTP://A",
+            b"\\/",
+            b":",
+            b"80",
+            b"123456",
+            b"B",
         ];
         // Both searchers: the SIMD one (when this CPU has it) and the automaton fallback.
         #[cfg(target_arch = "x86_64")]
@@ -1110,9 +1380,119 @@ mod tests {
         assert_eq!(m.translate_all(b"banana"), b"b1n1n1");
         assert!(Mappings::new(&[]).is_none());
         assert!(Mappings::new(&[(String::new(), "x".into())]).is_none());
-        // Case-sensitive.
+        // A scheme and a host in any case.
         let m = mappings(INTRANET);
-        assert_eq!(m.translate_all(b"HTTP://INTRANET"), b"HTTP://INTRANET");
+        assert_eq!(
+            m.translate_all(b"HTTP://INTRANET"),
+            b"https://www.example.com"
+        );
+    }
+
+    #[test]
+    fn hosts_end_where_the_name_ends_in_any_case_with_ports_and_json_escapes() {
+        let m = mappings(&[
+            (
+                "http://intranet.contoso.local",
+                "https://www.contoso.com:8443",
+            ),
+            (
+                "https://intranet.contoso.local",
+                "https://www.contoso.com:8443",
+            ),
+            ("//intranet.contoso.local", "//www.contoso.com:8443"),
+        ]);
+        for (input, want) in [
+            (
+                "HTTP://INTRANET.CONTOSO.LOCAL/x",
+                "https://www.contoso.com:8443/x",
+            ),
+            (
+                "url(http://Intranet.Contoso.Local/a.png)",
+                "url(https://www.contoso.com:8443/a.png)",
+            ),
+            (
+                "http://intranet.contoso.local.example.org/",
+                "http://intranet.contoso.local.example.org/",
+            ),
+            (
+                "http://intranet.contoso.localhost/",
+                "http://intranet.contoso.localhost/",
+            ),
+            (
+                "http://intranet.contoso.local-2/",
+                "http://intranet.contoso.local-2/",
+            ),
+            (
+                "http://intranet.contoso.local:80/x",
+                "https://www.contoso.com:8443/x",
+            ),
+            ("//intranet.contoso.local:8080", "//www.contoso.com:8443"),
+            (
+                "http://intranet.contoso.local:123456/",
+                "http://intranet.contoso.local:123456/",
+            ),
+            (
+                "see http://intranet.contoso.local.",
+                "see https://www.contoso.com:8443.",
+            ),
+            (
+                "see http://intranet.contoso.local. Then",
+                "see https://www.contoso.com:8443. Then",
+            ),
+            (
+                "'http://intranet.contoso.local'",
+                "'https://www.contoso.com:8443'",
+            ),
+            (
+                "\"http://intranet.contoso.local\"",
+                "\"https://www.contoso.com:8443\"",
+            ),
+            (
+                "http://intranet.contoso.local?q",
+                "https://www.contoso.com:8443?q",
+            ),
+            (
+                "http://intranet.contoso.local#f",
+                "https://www.contoso.com:8443#f",
+            ),
+            (
+                "http://intranet.contoso.local:",
+                "https://www.contoso.com:8443:",
+            ),
+            (
+                "{\"u\":\"http:\\/\\/intranet.contoso.local\\/api\"}",
+                "{\"u\":\"https:\\/\\/www.contoso.com:8443\\/api\"}",
+            ),
+            (
+                "\\/\\/intranet.contoso.local:80\\/",
+                "\\/\\/www.contoso.com:8443\\/",
+            ),
+            (
+                "http:\\/\\/intranet.contoso.localhost\\/",
+                "http:\\/\\/intranet.contoso.localhost\\/",
+            ),
+        ] {
+            let got = m.translate_all(input.as_bytes());
+            assert_eq!(String::from_utf8_lossy(&got), want, "{input}");
+            let bytes = input.as_bytes();
+            for i in 0..=bytes.len() {
+                assert_eq!(
+                    stream(&m, &[&bytes[..i], &bytes[i..]]),
+                    want.as_bytes(),
+                    "{input} split {i}"
+                );
+            }
+        }
+        // A path is matched in its own case.
+        let m = mappings(&[("http://intranet/App", "http://public/app")]);
+        assert_eq!(
+            m.translate_all(b"HTTP://Intranet/App/x"),
+            b"http://public/app/x"
+        );
+        assert_eq!(
+            m.translate_all(b"http://intranet/APP/x"),
+            b"http://intranet/APP/x"
+        );
     }
 
     #[test]
@@ -1130,18 +1510,20 @@ mod tests {
         assert_eq!(out.as_ptr(), chunk.as_ptr());
         assert_eq!(&t.push(Bytes::from_static(b"a"))[..], b"");
         assert_eq!(&t.finish()[..], b"http://intra");
-        // The held-back tail is never longer than the longest pattern less one.
+        // A match waits for the byte that says whether the host ends there.
         let mut t = Translator::new(m);
         let out = t.push(Bytes::from_static(b"xx http://intranet"));
-        assert_eq!(&out[..], b"xx https://www.example.com");
+        assert_eq!(&out[..], b"xx ");
+        let out = t.push(Bytes::from_static(b"?"));
+        assert_eq!(&out[..], b"https://www.example.com?");
         assert!(t.pending.is_empty());
     }
 
     #[test]
     fn bodies_without_matches_pass_through_byte_identical() {
-        // Plenty of near misses: pattern starts at chunk ends, other schemes, other case.
+        // Plenty of near misses: pattern starts at chunk ends, other schemes, other hosts.
         let m = mappings(INTRANET);
-        let piece = b"see http://intra net, HTTP://INTRANET, http:/intranet2 and //intr ";
+        let piece = b"see http://intra net, HTTP://INTRANETS, http:/intranet2 and //intr ";
         let text: Vec<u8> = piece.iter().cycle().take(10_000).copied().collect();
         assert_eq!(m.translate_all(&text), text.as_slice());
         let mut rng = Rng(7);

@@ -1,6 +1,12 @@
 //! Upgraded connections: WebSocket and any other HTTP/1.1 `Upgrade` protocol, passed through to
 //! the member the affinity chain and balancer chose.
 //!
+//! Only the protocols on the rule's `upgrade_protocols` (WebSocket by default; never `h2c`,
+//! whose tunnel would carry HTTP/2 requests past the rules, limits and access log) are passed.
+//! A request asking only for others is served as a plain request, its `Upgrade` and
+//! `Connection` headers removed, or refused with 400 when it makes no sense without its upgrade
+//! (a WebSocket handshake). `HTTP2-Settings` is hop-by-hop and never forwarded.
+//!
 //! An upgrade request keeps its `Connection: upgrade` and `Upgrade` headers (hop-by-hop, so
 //! removed from every other request), always goes to the member over HTTP/1.1, and when the
 //! member answers `101 Switching Protocols` both connections are taken over from hyper and bytes
@@ -31,11 +37,24 @@ pub struct Upgrade {
     protocol: HeaderValue,
 }
 
+/// What a request asks for by way of an upgrade, judged against a rule's allowed protocols.
+pub enum Requested {
+    /// Nothing (or nothing an HTTP/1.1 upgrade can be): a plain request.
+    No,
+    /// Protocols the rule passes: forwarded with the upgrade headers.
+    Allowed(Upgrade),
+    /// Only protocols the rule does not pass: the request goes on without its upgrade, or is
+    /// refused when it makes no sense without it (a WebSocket handshake).
+    Refused { meaningless_without: bool },
+}
+
 /// The upgrade a request asks for: HTTP/1.1, `Connection` naming `upgrade`, and an `Upgrade`
-/// header. Takes hyper's handle to the client connection out of the request.
-pub fn requested(parts: &mut Parts) -> Option<Upgrade> {
+/// header, of which only the protocols in `allowed` (lower-case names; a `/version` after a
+/// name is kept) are passed on. Takes hyper's handle to the client connection out of the
+/// request when an upgrade is passed.
+pub fn requested(parts: &mut Parts, allowed: &[String]) -> Requested {
     if parts.version != http::Version::HTTP_11 {
-        return None;
+        return Requested::No;
     }
     let asks = parts
         .headers
@@ -44,12 +63,45 @@ pub fn requested(parts: &mut Parts) -> Option<Upgrade> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    let protocol = parts.headers.get(header::UPGRADE)?.clone();
-    if !asks {
-        return None;
+    if !asks || !parts.headers.contains_key(header::UPGRADE) {
+        return Requested::No;
     }
-    let client = parts.extensions.remove::<OnUpgrade>()?;
-    Some(Upgrade { client, protocol })
+    let offered: Vec<&str> = parts
+        .headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let name = |p: &str| {
+        p.split('/')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    };
+    let passed: Vec<&str> = offered
+        .iter()
+        .copied()
+        .filter(|p| allowed.contains(&name(p)))
+        .collect();
+    if passed.is_empty() {
+        let meaningless_without = offered.iter().any(|p| name(p) == "websocket");
+        return Requested::Refused {
+            meaningless_without,
+        };
+    }
+    let Ok(protocol) = HeaderValue::from_str(&passed.join(", ")) else {
+        return Requested::Refused {
+            meaningless_without: false,
+        };
+    };
+    match parts.extensions.remove::<OnUpgrade>() {
+        Some(client) => Requested::Allowed(Upgrade { client, protocol }),
+        None => Requested::No,
+    }
 }
 
 /// Puts back the two hop-by-hop headers an upgrade needs.

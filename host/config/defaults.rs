@@ -55,6 +55,10 @@ pub const RULE_PATH: &str = "/";
 /// TMG and ARR send the internal site name by default.
 pub const PRESERVE_HOST: bool = false;
 
+/// The `Upgrade` protocols a rule passes to its members: WebSocket, as TMG and ARR do. `h2c` can
+/// never be listed: an upgraded h2c connection would carry requests past the rules.
+pub const UPGRADE_PROTOCOLS: &[&str] = &["websocket"];
+
 /// How access log lines are written: the NCSA combined format (what IIS and most log tools read),
 /// with the rule, farm, member and duration appended.
 pub const ACCESS_LOG_FORMAT: AccessLogFormat = AccessLogFormat::Combined;
@@ -190,6 +194,11 @@ pub const LIVE_FAILURE_STATUSES: &str = "500-599";
 /// Live traffic test: failures within the failover period that take a member out; 0 turns the
 /// test off, as ARR ships it.
 pub const LIVE_MAX_FAILURES: u32 = 0;
+
+/// How long a member whose connection was refused gets no new work (passively, whatever the
+/// live traffic test's settings): long enough that a client's next requests do not bounce off
+/// it, short enough that a restarted member is back at once.
+pub const REFUSED_HOLD_OFF: Duration = Duration::from_secs(2);
 
 /// Live traffic test: the window failures are counted in.
 pub const LIVE_FAILOVER_PERIOD: Duration = Duration::from_secs(30);

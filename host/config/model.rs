@@ -256,6 +256,9 @@ pub struct RuleConfig {
     pub farm: usize,
     pub internal_site_name: Option<String>,
     pub preserve_host: bool,
+    /// `Upgrade` protocols passed to the members (lower case); a request asking for another is
+    /// served without its upgrade. Never `h2c`.
+    pub upgrade_protocols: Vec<String>,
     pub router: Binding,
     pub link_translation: Binding,
     pub links: LinkSettings,

@@ -181,6 +181,8 @@ pub struct RawRule {
     pub internal_site_name: Option<Spanned<String>>,
     /// Send the client's Host to the members instead of the internal site name.
     pub preserve_host: Option<bool>,
+    /// `Upgrade` protocols passed to the members; others are refused.
+    pub upgrade_protocols: Option<Vec<Spanned<String>>>,
     /// Router plugins, in order; absent = every router plugin in the watched folder.
     pub router_plugins: Option<Vec<Spanned<String>>>,
     /// Link-translation plugins, in order; absent = every one in the watched folder.

@@ -1,8 +1,10 @@
 //! Choosing a member: the affinity chain (the plugins bound to a farm, then the built-in balance
-//! plugin, which reads the signed affinity cookie) on a request's first attempt, and the host's
-//! own least-current-request choice when every plugin passed, chose a member that cannot take
-//! requests, or the request is being tried again. A chosen member the plugin sticks the client
-//! to is pinned by the affinity cookie.
+//! plugin, which reads the signed affinity cookie), and the host's own least-current-request
+//! choice when every plugin passed or chose a member that cannot take requests. A request tried
+//! again asks the chain again, the members already tried shown as out of service, so a pinned
+//! client fails over the way the affinity says (the next member in its own order), the same
+//! whether or not the farm has noticed yet. A chosen member the plugin sticks the client to is
+//! pinned by the affinity cookie.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -62,20 +64,21 @@ impl<'a> Balancer<'a> {
         !self.plugins.is_empty()
     }
 
-    /// The member for the next attempt. Plugins are asked on the first attempt only (`tried`
-    /// empty); members in `tried` are skipped by the host's choice.
+    /// The member for the next attempt; members in `tried` are neither offered to the plugins
+    /// nor taken by the host's choice.
     pub async fn choose(
         &self,
         req: Option<&Arc<RequestFacts>>,
         tried: &Tried,
     ) -> Result<Chosen, ProxyError> {
-        if tried.is_empty()
-            && let Some(req) = req
-        {
+        if let Some(req) = req {
             if let Some(chosen) = self.ask(req, tried).await? {
                 return Ok(chosen);
             }
-            self.farm.fallbacks.fetch_add(1, Ordering::Relaxed);
+            // Counted on first attempts: the choice the affinity chain left to the host.
+            if tried.is_empty() {
+                self.farm.fallbacks.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let (index, member) =
             self.farm
@@ -118,7 +121,8 @@ impl<'a> Balancer<'a> {
                     let usable = matches!(
                         farm.effective_state(member),
                         MemberState::Active | MemberState::Draining
-                    ) && member.has_addrs();
+                    ) && member.has_addrs()
+                        && !tried.contains(index);
                     if usable {
                         return Ok(Some(Chosen {
                             member: Arc::clone(member),

@@ -21,7 +21,7 @@ use crate::generation::{ConnInfo, Generation};
 use crate::headers::{self, Forwarding};
 use crate::plugins::RequestFacts;
 use crate::policy::Rewrite;
-use crate::upgrade::Upgrade;
+use crate::upgrade::{Requested, Upgrade};
 use crate::upstream::ReqBody;
 
 /// One request on its way through the phases: what it was served with and what the phases have
@@ -170,7 +170,18 @@ impl<'a> Exchange<'a> {
             });
         }
         let head_only = parts.method == Method::HEAD;
-        let upgrade = crate::upgrade::requested(&mut parts);
+        let upgrade = match crate::upgrade::requested(&mut parts, &rule.upgrade_protocols) {
+            Requested::Allowed(u) => Some(u),
+            Requested::No => None,
+            Requested::Refused {
+                meaningless_without: true,
+            } => {
+                return Err(ProxyError::BadRequest(
+                    "this rule does not pass the upgrade the request asks for (upgrade_protocols)",
+                ));
+            }
+            Requested::Refused { .. } => None,
+        };
         headers::remove_hop_by_hop(&mut parts.headers);
         if let Some(u) = &upgrade {
             crate::upgrade::restore(&mut parts.headers, u.protocol());

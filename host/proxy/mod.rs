@@ -101,6 +101,11 @@ impl Proxy {
     }
 
     /// Access log lines dropped because the writer fell behind.
+    /// Writes the access-log line of a request the framing checks refused.
+    pub fn log_refused(&self, client: std::net::SocketAddr, reason: &str) {
+        self.access_log.refused(client, reason);
+    }
+
     pub fn access_log_dropped(&self) -> u64 {
         self.access_log.dropped()
     }
@@ -379,9 +384,15 @@ impl Proxy {
         upgrade: Option<Upgrade>,
         head_only: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(upgrade) = upgrade
-        {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // A switch nobody asked for (an upgrade refused here) is never passed on: it would
+            // be a tunnel past the proxy.
+            let Some(upgrade) = upgrade else {
+                return Err(ProxyError::Switched {
+                    farm: ex.farm().name.clone(),
+                    member: answered.chosen.member.name.clone(),
+                });
+            };
             return Ok(ex.tunnel(resp, upgrade, answered));
         }
         let (mut parts, body) = resp.into_parts();

@@ -689,6 +689,49 @@ async fn link_translation_of_bodies_split_anywhere_plain_gzip_and_br() {
 }
 
 #[tokio::test]
+async fn link_translation_ignores_case_stops_at_the_host_takes_in_ports_and_reads_json_escapes() {
+    let a = Backend::start("a").await;
+    let proxy = Proxy::start(&weighted_config(&even(&[&a]), "", INTERNAL, "")).await;
+    let mut client = Client::connect(proxy.addr).await;
+    let expected = concat!(
+        "<a href=\"http://www.example.com:8443/a\">A</a> <a href='http://www.example.com:8443/b'>B</a>\n",
+        "<style>body { background: URL(http://www.example.com:8443/c.png) }</style>\n",
+        "<a href=\"http://intranet.test.example.org/\">other</a> http://intranet.testhost/ \n",
+        "<a href=\"http://www.example.com:8443/x\">port</a> <img src=\"//www.example.com:8443/y.png\">\n",
+        "<script>var u = \"http:\\/\\/www.example.com:8443\\/api\"; var v = \"http:\\/\\/intranet.tester\\/\";</script>\n",
+        "See http://www.example.com:8443. Bye http://www.example.com:8443",
+    );
+    let len = EDGE_LINKS_PAGE.len();
+    for enc in ["identity", "gzip", "deflate", "br"] {
+        let points: Vec<usize> = if enc == "identity" {
+            (0..=len).collect()
+        } else {
+            (0..12).map(|i| i * 7 + 1).collect()
+        };
+        for split in points {
+            let r = client
+                .get(
+                    "www.example.com:8443",
+                    &format!("/links?page=edge&enc={enc}&split={split}"),
+                )
+                .await;
+            assert_eq!(r.status, 200);
+            assert_eq!(
+                r.header("location"),
+                Some("http://www.example.com:8443/next"),
+                "the Location header"
+            );
+            let body = decode(r.header("content-encoding"), &r.body);
+            assert_eq!(
+                String::from_utf8_lossy(&body),
+                expected,
+                "{enc}, split at {split}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn link_translation_of_headers_and_scheme_and_opt_out() {
     let a = Backend::start("a").await;
     let proxy = Proxy::start(&weighted_config(&even(&[&a]), "", INTERNAL, "")).await;

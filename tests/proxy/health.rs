@@ -363,3 +363,72 @@ async fn a_live_traffic_take_out_restarts_the_count_of_passes() {
         probes() - taken_out_at
     );
 }
+
+#[tokio::test]
+async fn names_for_one_server_share_one_probe() {
+    let web = Backend::start("web").await;
+    let port = web.port();
+    let config = format!(
+        r#"
+[access_log]
+format = "off"
+[hosts]
+"one.test" = "127.0.0.1"
+"two.test" = "127.0.0.1"
+"three.test" = "127.0.0.1"
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+[[rules]]
+name = "site"
+public_names = ["*"]
+farm = "farm"
+[[farms]]
+name = "farm"
+members = [
+  {{ name = "one.test", host = "one.test", port = {port} }},
+  {{ name = "two.test", host = "two.test", port = {port} }},
+  {{ name = "three.test", host = "three.test", port = {port} }},
+]
+[farms.health]
+{FAST_HTTP}
+"#
+    );
+    let proxy = Proxy::start(&config).await;
+    let farm = proxy.farm("farm");
+    let probes = |name: &str| {
+        farm.member(name)
+            .unwrap()
+            .stats
+            .probes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    eventually("every name probed a few times", || {
+        ["one.test", "two.test", "three.test"]
+            .iter()
+            .all(|n| probes(n) >= 4)
+    })
+    .await;
+    let total: u64 = ["one.test", "two.test", "three.test"]
+        .iter()
+        .map(|n| probes(n))
+        .sum();
+    let hits = web
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.uri == "/health")
+        .count() as u64;
+    assert!(
+        hits * 2 < total,
+        "{hits} probes reached the server for {total} verdicts of its three names"
+    );
+    for name in ["one.test", "two.test", "three.test"] {
+        assert_eq!(
+            farm.member(name).unwrap().state(),
+            MemberState::Active,
+            "{name}"
+        );
+    }
+}

@@ -773,3 +773,85 @@ members = [{{ name = "m1", host = "127.0.0.1", port = {} }}]
     // HTTP/1.1 on the plain listener is served.
     assert_eq!(get_once(plain, "www.test", "/").await.status, 200);
 }
+
+/// Everything a connection sends until it closes.
+async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    // A reset after the last bytes is fine: what came before it counts.
+    let _ = bounded("the connection to close", s.read_to_end(&mut got)).await;
+    got
+}
+
+/// The HTTP/2 frames in `bytes` as (type, payload), as far as they are whole.
+fn h2_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 9 {
+        let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        if bytes.len() < 9 + len {
+            break;
+        }
+        frames.push((bytes[3], bytes[9..9 + len].to_vec()));
+        bytes = &bytes[9 + len..];
+    }
+    frames
+}
+
+#[tokio::test]
+async fn a_tls_connection_speaks_exactly_the_protocol_alpn_agreed() {
+    use tokio::io::AsyncWriteExt;
+    let backend = Backend::start("m1").await;
+    let ca = Ca::new("Test CA");
+    let files = Files::new();
+    let a = ca.issue(&["a.test"]);
+    let proxy = Proxy::start(&tls_listener_config(
+        &backend,
+        &cert_entry(&files.pair("a", &a), ""),
+        "",
+    ))
+    .await;
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+    // h2 agreed, an HTTP/1.1 request sent: GOAWAY(PROTOCOL_ERROR), never an HTTP/1.1 answer.
+    let mut s = tls_connect(proxy.addr, Some("a.test"), &[b"h2"]).await;
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_to_close(&mut s).await;
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let goaway = h2_frames(&got)
+        .into_iter()
+        .find(|(t, _)| *t == 0x7)
+        .expect("a GOAWAY frame");
+    assert_eq!(&goaway.1[4..8], &[0, 0, 0, 1], "PROTOCOL_ERROR");
+
+    // http/1.1 agreed, or no ALPN at all: the HTTP/2 preface is not HTTP/2 here.
+    for alpn in [&[&b"http/1.1"[..]][..], &[]] {
+        let mut s = tls_connect(proxy.addr, Some("a.test"), alpn).await;
+        s.write_all(preface).await.unwrap();
+        let got = read_to_close(&mut s).await;
+        assert!(
+            got.starts_with(b"HTTP/1.1 "),
+            "ALPN {alpn:?}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        // And HTTP/1.1 itself is served.
+        let s = tls_connect(proxy.addr, Some("a.test"), alpn).await;
+        let mut sender = h1_over(s).await;
+        let resp = bounded("answer", sender.send_request(get("a.test", "/")))
+            .await
+            .unwrap();
+        assert_eq!(answer(resp).await.text(), "m1");
+    }
+
+    // h2 agreed and spoken: served.
+    let mut h2 = h2_client(proxy.addr).await;
+    let req = Request::get("https://a.test/").body(empty()).unwrap();
+    let resp = bounded("h2 answer", h2.send_request(req)).await.unwrap();
+    assert_eq!(answer(resp).await.text(), "m1");
+}

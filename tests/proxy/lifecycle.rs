@@ -163,10 +163,24 @@ fn spawn_binary(
     std::sync::mpsc::Receiver<String>,
     Vec<String>,
 ) {
+    spawn_binary_with(rt, dir, args, |config| config)
+}
+
+/// [`spawn_binary`] with the config changed by `edit` first.
+fn spawn_binary_with(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    args: &[&str],
+    edit: impl Fn(String) -> String,
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    Vec<String>,
+) {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let config = rt.block_on(default_config_on_free_ports(&dir.join("plugins.d")));
+        let config = edit(rt.block_on(default_config_on_free_ports(&dir.join("plugins.d"))));
         // The config farmgate is given is a link to the file, which lives in a folder of its
         // own: farmgate watches the link's folder, so an edit of the file itself reaches it
         // only when something asks for a reload (SIGHUP).
@@ -244,6 +258,122 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     assert!(
         seen.iter().any(|l| l.contains(" INFO ")),
         "the lines are the human-readable format: {seen:?}"
+    );
+}
+
+/// A TLS 1.3 ClientHello whose SNI extension names `ip` (which RFC 6066 forbids), with no
+/// other extension: enough for the server to parse it, and then refuse it.
+fn client_hello_with_ip_sni(ip: &str) -> Vec<u8> {
+    let name = ip.as_bytes();
+    let mut sni = vec![0x00];
+    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(name);
+    let mut ext = vec![0x00, 0x00];
+    ext.extend_from_slice(&((sni.len() + 2) as u16).to_be_bytes());
+    ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&sni);
+    let mut hello = vec![0x03, 0x03];
+    hello.extend_from_slice(&[7u8; 32]);
+    hello.push(0); // no session id
+    hello.extend_from_slice(&[0x00, 0x02, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
+    hello.extend_from_slice(&[0x01, 0x00]); // no compression
+    hello.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    hello.extend_from_slice(&ext);
+    let mut handshake = vec![0x01, 0x00];
+    handshake.extend_from_slice(&(hello.len() as u16).to_be_bytes());
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+/// The port in the URL at the end of a start-up line.
+fn port_in(line: &str, prefix: &str) -> u16 {
+    let url = line.split(prefix).nth(1).unwrap_or_default();
+    url.split('/')
+        .next()
+        .and_then(|host_port| host_port.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
+}
+
+#[test]
+fn a_tls_listener_is_announced_as_https_and_ip_address_sni_is_counted_not_warned() {
+    use crate::tls_support::{Ca, Files};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files::new();
+    let (cert, key) = files.pair("a", &Ca::new("Test CA").issue(&["localhost"]));
+    let secure = format!(
+        "http2 = true\n[[listeners]]\nname = \"secure\"\nbind = \"127.0.0.1:0\"\n[[listeners.certificates]]\ncert = {cert:?}\nkey = {key:?}\n"
+    );
+    let (mut child, log, mut seen) = spawn_binary_with(&rt, dir.path(), &[], |config| {
+        config.replacen("http2 = true\n", &secure, 1)
+    });
+    let https = "point a browser at https://";
+    if !seen.iter().any(|l| l.contains(https)) {
+        let (more, found) = lines_until(&log, https);
+        seen.extend(more);
+        if !found {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no start-up line with https:// for the TLS listener: {seen:?}");
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("listener=web") && l.contains("point a browser at http://")),
+        "{seen:?}"
+    );
+    let secure = port_in(
+        seen.iter().find(|l| l.contains(https)).expect("seen above"),
+        "https://",
+    );
+    let (more, found) = lines_until(&log, "dashboard is at http://");
+    let admin = found
+        .then(|| more.last().map(|l| port_in(l, "http://")))
+        .flatten();
+    let counted = admin.map(|admin| {
+        rt.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            for _ in 0..2 {
+                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", secure))
+                    .await
+                    .unwrap();
+                s.write_all(&client_hello_with_ip_sni("127.0.0.1"))
+                    .await
+                    .unwrap();
+                let mut rest = Vec::new();
+                let _ = bounded("the refused handshake", s.read_to_end(&mut rest)).await;
+            }
+            let metric = || async {
+                get_once(([127, 0, 0, 1], admin).into(), "localhost", "/metrics")
+                    .await
+                    .text()
+            };
+            let mut text = metric().await;
+            for _ in 0..100 {
+                if text.contains("farmgate_tls_sni_ip_address_total 2") {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                text = metric().await;
+            }
+            text
+        })
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let later: Vec<String> = log.try_iter().collect();
+    let metrics = counted.expect("the admin listener's start-up line");
+    assert!(
+        later.iter().all(|l| !l.contains("Illegal SNI")),
+        "warned: {later:?}"
+    );
+    assert!(
+        metrics.contains("farmgate_tls_sni_ip_address_total 2"),
+        "{metrics}\n{later:?}"
     );
 }
 

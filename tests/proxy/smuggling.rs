@@ -263,3 +263,37 @@ async fn after_a_refused_upgrade_the_connection_is_still_checked() {
         .collect();
     assert_eq!(seen, ["/chat"]);
 }
+
+#[tokio::test]
+async fn refused_requests_are_in_the_access_log_with_the_reason() {
+    let member = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let config = simple_config(&[&member], "", "").replace(
+        "format = \"off\"",
+        &format!("format = \"json\"\npath = \"{}\"", log.display()),
+    );
+    let proxy = Proxy::start(&config).await;
+    let mut bytes = b"GET /first HTTP/1.1\r\nHost: www.example.com\r\n\r\n".to_vec();
+    bytes.extend_from_slice(CASES[0].2);
+    let raw = exchange(proxy.addr, &bytes).await;
+    assert_eq!(statuses(&raw), [200, 400], "{raw}");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("two access log lines", || read().lines().count() == 2).await;
+    let lines: Vec<serde_json::Value> = read()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The refusal is logged when judged, which may be before the answer before it ends.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["target"] == "/first" && l["status"] == 200)
+    );
+    let refused = lines
+        .iter()
+        .find(|l| l["status"] == 400)
+        .expect("a line for the refused request");
+    let reason = refused["refused"].as_str().unwrap_or_default();
+    assert!(reason.contains("Transfer-Encoding"), "{refused}");
+}

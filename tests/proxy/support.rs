@@ -335,7 +335,10 @@ impl State {
             }
             "/links" => {
                 // LINKS_PAGE encoded as `enc` asks, sent in two chunks split at byte `split`.
-                let plain = links_page(&self.name);
+                let plain = match query.get("page").map(String::as_str) {
+                    Some("edge") => EDGE_LINKS_PAGE.to_string(),
+                    _ => links_page(&self.name),
+                };
                 let enc = query.get("enc").map(String::as_str).unwrap_or("identity");
                 let body = encode(enc, plain.as_bytes());
                 let split = query
@@ -353,6 +356,9 @@ impl State {
                 h.insert("etag", "\"v1\"".parse().unwrap());
                 if enc != "identity" {
                     h.insert("content-encoding", enc.parse().unwrap());
+                }
+                if query.contains_key("page") {
+                    h.insert("location", "HTTP://Intranet.Test:80/next".parse().unwrap());
                 }
                 r
             }
@@ -449,6 +455,17 @@ fn websocket_echo(mut req: Request<Incoming>, name: &str) -> Response<BoxBody> {
     h.insert("x-backend", backend);
     r
 }
+
+/// The page `/links?page=edge` serves: links to the internal name `intranet.test` in other
+/// cases, with a port, JSON-escaped, and look-alike hosts that are not it.
+pub const EDGE_LINKS_PAGE: &str = concat!(
+    "<a href=\"HTTP://INTRANET.TEST/a\">A</a> <a href='http://Intranet.Test/b'>B</a>\n",
+    "<style>body { background: URL(HTTPS://INTRANET.TEST/c.png) }</style>\n",
+    "<a href=\"http://intranet.test.example.org/\">other</a> http://intranet.testhost/ \n",
+    "<a href=\"http://intranet.test:80/x\">port</a> <img src=\"//intranet.test:8080/y.png\">\n",
+    "<script>var u = \"http:\\/\\/intranet.test\\/api\"; var v = \"http:\\/\\/intranet.tester\\/\";</script>\n",
+    "See http://intranet.test. Bye http://intranet.test",
+);
 
 /// The page `/links` serves: absolute links to the internal name `intranet.test`.
 pub fn links_page(name: &str) -> String {

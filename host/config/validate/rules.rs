@@ -60,6 +60,7 @@ impl Validator<'_> {
             farm,
             internal_site_name,
             preserve_host: r.preserve_host.unwrap_or(defaults::PRESERVE_HOST),
+            upgrade_protocols: self.upgrade_protocols(r, key)?,
             router: self.binding(&r.router_plugins, &format!("{key}.router_plugins"))?,
             link_translation: self.binding(
                 &r.link_translation_plugins,
@@ -115,6 +116,37 @@ impl Validator<'_> {
             public_names.push(pattern);
         }
         Ok(public_names)
+    }
+
+    /// The `Upgrade` protocols the rule passes, lower-cased: tokens (a version after `/` is not
+    /// part of the name), never `h2c`.
+    fn upgrade_protocols(&self, r: &raw::RawRule, key: &str) -> Result<Vec<String>, ConfigError> {
+        let Some(list) = &r.upgrade_protocols else {
+            return Ok(defaults::UPGRADE_PROTOCOLS
+                .iter()
+                .map(|p| p.to_string())
+                .collect());
+        };
+        let mut protocols: Vec<String> = Vec::new();
+        for p in list {
+            let name = p.get_ref().trim().to_ascii_lowercase();
+            let error = |m: String| self.source.error(p, format!("{key}.upgrade_protocols"), m);
+            if !is_token(&name) {
+                return Err(error(format!(
+                    "\"{}\" is not a protocol name (a token such as \"websocket\", no version)",
+                    p.get_ref()
+                )));
+            }
+            if name == "h2c" {
+                return Err(error(
+                    "\"h2c\" cannot be passed: an upgraded h2c connection would carry requests past the rules, limits and access log; clients get HTTP/2 over TLS or with prior knowledge instead".into(),
+                ));
+            }
+            if !protocols.contains(&name) {
+                protocols.push(name);
+            }
+        }
+        Ok(protocols)
     }
 
     /// Normalised path prefixes; everything when the rule names none.

@@ -6,8 +6,10 @@
 //! - `cookie` (TMG's cookie-based affinity): a client whose verified affinity cookie names a
 //!   member that is active or draining stays on it; any other client gets a member from the
 //!   balancing algorithm (round robin by default, as TMG spreads new sessions) and farmgate writes
-//!   the cookie. A client whose member went out of service thus moves, then stays on its new
-//!   member after the old one returns. Draining members keep their sessions but get no new ones.
+//!   the cookie. A client whose member went out of service (or failed its request just now)
+//!   moves to the next member in its own order (a rendezvous hash of its address and its old
+//!   member's name), so all its requests land on one member, and stays there after the old one
+//!   returns. Draining members keep their sessions but get no new ones.
 //! - `client-ip` (TMG's source-IP affinity): a weighted rendezvous hash of the client's address
 //!   picks among active members, so a member's clients spread evenly over the others while it is
 //!   out of service and return when it comes back. `balance` has no effect under it.
@@ -330,6 +332,18 @@ fn rendezvous<'f>(key: &[u8], members: impl Iterator<Item = Member<'f>>) -> Opti
     best.map(|(_, id)| id)
 }
 
+/// Where a client pinned to `lost` goes instead: a rendezvous hash of its address and its
+/// member's name over the active members, the same for every request of the client while
+/// `lost` cannot serve it.
+fn failover(req: &Request, lost: Member, farm: &Farm) -> Option<u32> {
+    let client = req.client_addr();
+    let mut key = Vec::with_capacity(client.len() + lost.name().len() + 1);
+    key.extend_from_slice(client.as_bytes());
+    key.push(0);
+    key.extend_from_slice(lost.name().as_bytes());
+    rendezvous(&key, candidates(farm))
+}
+
 pub struct Balancer {
     farms: HashMap<String, Policy>,
     default: Policy,
@@ -444,6 +458,15 @@ impl Affinity for Balancer {
                 if let Some(m) = pinned {
                     // The cookie already names this member: nothing to write.
                     return AffinityDecision::member(m.id());
+                }
+                if let Some(lost) = farm.sticky_member().and_then(|id| farm.member(id)) {
+                    // The client's member cannot serve it (out of service, or it just failed
+                    // this request): the next member in the client's own order, so that every
+                    // request of the client lands on the same one, noticed or not.
+                    return match failover(req, lost, farm) {
+                        Some(id) => AffinityDecision::stick_to(id),
+                        None => AffinityDecision::Pass,
+                    };
                 }
                 return match self.balance(policy, req, farm) {
                     Some(id) => AffinityDecision::stick_to(id),

@@ -540,13 +540,33 @@ fn cookie_affinity_spreads_new_sessions_round_robin_and_pins_them() {
 #[test]
 fn cookie_affinity_fails_over_and_stays_on_the_new_member() {
     let p = web(r#""affinity": "cookie", "balance": "least-current-request""#);
-    // The client's member went out of service: it moves and gets a new cookie.
-    let farm = testing::farm("web", 3)
-        .sticky(0)
-        .state(0, MemberState::OutOfService)
-        .in_flight(1, 4)
-        .build();
-    assert_eq!(choice(p.choose(&get(), &farm)), (2, true));
+    // The client's member went out of service: it moves to the next member in its own order
+    // (not by load or turn, so every request of the client goes the same way) and gets a new
+    // cookie.
+    let lost = || {
+        testing::farm("web", 3)
+            .sticky(0)
+            .state(0, MemberState::OutOfService)
+    };
+    let farm = lost().build();
+    let next = failover(&get(), farm.member(0).unwrap(), &farm).unwrap();
+    assert_ne!(next, 0);
+    for s in 0..10 {
+        let farm = lost().sequence(s).in_flight(next, 50 * s as u32).build();
+        assert_eq!(choice(p.choose(&get(), &farm)), (next, true));
+    }
+    // Clients spread over the members left.
+    let mut landed = [0; 3];
+    for i in 0..200 {
+        let req = testing::request("GET", "/")
+            .client(&format!("198.51.100.{i}"))
+            .build();
+        landed[choice(p.choose(&req, &farm)).0 as usize] += 1;
+    }
+    assert!(
+        landed[0] == 0 && landed[1] > 50 && landed[2] > 50,
+        "{landed:?}"
+    );
     // The old member is back; the client's cookie now names member 2 and it stays there.
     let farm = testing::farm("web", 3).sticky(2).in_flight(2, 9).build();
     assert_eq!(choice(p.choose(&get(), &farm)), (2, false));
@@ -557,6 +577,19 @@ fn cookie_affinity_fails_over_and_stays_on_the_new_member() {
     }
     let farm = testing::farm("web", 2).sticky(7).in_flight(0, 1).build();
     assert_eq!(choice(p.choose(&get(), &farm)), (1, true));
+    // Client-IP affinity: a member out of service (or failed just now) sends its clients to
+    // the next member in each client's hash order.
+    let p = web(r#""affinity": "client-ip""#);
+    let req = testing::request("GET", "/").client("203.0.113.7").build();
+    let farm = testing::farm("web", 4).build();
+    let first = choice(p.choose(&req, &farm)).0;
+    let farm = testing::farm("web", 4)
+        .state(first, MemberState::OutOfService)
+        .build();
+    let second = choice(p.choose(&req, &farm)).0;
+    assert_ne!(first, second);
+    let order = rendezvous(b"203.0.113.7", candidates(&farm));
+    assert_eq!(Some(second), order);
 }
 
 #[test]
