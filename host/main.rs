@@ -161,6 +161,7 @@ fn run(path: Option<&Path>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    malloc::limit_arenas(config.proxy.worker_threads);
     let mut builder = if config.proxy.worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -196,6 +197,7 @@ fn run(path: Option<&Path>) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        malloc::release_freed();
         for (name, addr) in running.listeners().iter() {
             let scheme = if tls.contains(name) { "https" } else { "http" };
             tracing::info!(listener = %name, "farmgate is serving: point a browser at {scheme}://{}/", browsable(*addr));
@@ -281,5 +283,54 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
 fn stop_signal() -> impl std::future::Future<Output = ()> {
     async {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// How this process uses glibc's allocator (elsewhere these do nothing).
+mod malloc {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    mod glibc {
+        use std::os::raw::c_int;
+
+        /// `mallopt`'s parameter for the most arenas (glibc's `malloc.h`).
+        pub const M_ARENA_MAX: c_int = -8;
+
+        unsafe extern "C" {
+            pub fn mallopt(param: c_int, value: c_int) -> c_int;
+            pub fn malloc_trim(pad: usize) -> c_int;
+        }
+    }
+
+    /// Gives the allocator one arena per worker thread. By default glibc makes an arena for
+    /// each thread that allocates, up to eight per core, and memory freed in one arena serves
+    /// only the threads of that arena: what the built-ins' compilation frees on the blocking
+    /// threads would never serve connections. `workers` is the config's `worker_threads` (0:
+    /// one per core).
+    pub fn limit_arenas(workers: usize) {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            let workers = match workers {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n,
+            };
+            let arenas = i32::try_from(workers).unwrap_or(i32::MAX).max(1);
+            // SAFETY: mallopt only sets an allocator tunable, and is called before the runtime
+            // starts its threads.
+            unsafe {
+                glibc::mallopt(glibc::M_ARENA_MAX, arenas);
+            }
+        }
+        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        let _ = workers;
+    }
+
+    /// Hands memory freed during start-up (the built-ins' compilation, when the code cache was
+    /// cold) back to the system, so the resident size after start is what serving needs.
+    pub fn release_freed() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only hands whole free pages of the arenas back to the system.
+        unsafe {
+            glibc::malloc_trim(0);
+        }
     }
 }

@@ -217,9 +217,7 @@ impl ResponseBuilder {
         self
     }
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        let mut block = self.0.headers.take().unwrap_or_default();
-        push_header(&mut block, name, value);
-        self.0.headers = block.into();
+        append_header(&mut self.0.headers, name, value);
         self
     }
     pub fn build(self) -> Response<'static> {
@@ -258,9 +256,7 @@ impl ProbeBuilder {
         self
     }
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        let mut block = self.0.headers.take().unwrap_or_default();
-        push_header(&mut block, name, value);
-        self.0.headers = block.into();
+        append_header(&mut self.0.headers, name, value);
         self
     }
     /// No status (and no error saying why): what a probe reads as when no response arrived and
@@ -283,4 +279,11 @@ impl ProbeBuilder {
     pub fn build(self) -> Probe<'static> {
         self.0
     }
+}
+
+/// Appends one header to the header block of a response or probe built for a test.
+fn append_header(block: &mut std::cell::OnceCell<String>, name: &str, value: &str) {
+    let mut text = block.take().unwrap_or_default();
+    push_header(&mut text, name, value);
+    *block = text.into();
 }
