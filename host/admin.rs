@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use crate::config::{FarmConfig, defaults};
 use crate::farm::{FailureKind, Farm, Member, MemberState};
 use crate::health::HealthChecker;
-use crate::plugins::{Hook, Plugin, Runtime};
+use crate::plugins::{HOOK_NAMES, LOG_LINES_PER_SECOND, Plugin, Runtime, hook_name};
 use crate::proxy::Proxy;
 use crate::resolve::Resolver;
 
@@ -175,8 +175,8 @@ impl Admin {
                 json_response(StatusCode::OK, &self.plugins_json())
             }
             (Method::GET, ["api", "pool"]) => json_response(StatusCode::OK, &self.pool_json()),
-            (Method::POST, ["api", "reload"]) => match self.reloader.reload().await {
-                Ok(summary) => json_response(StatusCode::OK, &json!({ "reloaded": summary })),
+            (Method::POST, ["api", "reload"]) => match self.reloader.reload_report().await {
+                Ok(report) => json_response(StatusCode::OK, &reload_json(&report)),
                 Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
             },
             (Method::POST, ["api", "farms", farm, "members"]) => {
@@ -666,6 +666,38 @@ impl Admin {
                 );
             }
         }
+        let name = "farmgate_plugin_failures_by_hook_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Failed calls of the plugin by hook.\n# TYPE {name} counter"
+        );
+        for p in &all {
+            for (hook, n) in HOOK_NAMES.iter().zip(&p.stats.failures_by_hook) {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 || p.hooks.iter().any(|h| hook_name(*h) == *hook) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{plugin=\"{}\",version=\"{}\",hook=\"{hook}\"}} {n}",
+                        label(&p.name),
+                        p.short_hash(),
+                    );
+                }
+            }
+        }
+        let name = "farmgate_plugin_log_lines_suppressed_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Log lines of the plugin (and about its failed calls) dropped over the limit of {LOG_LINES_PER_SECOND} a second.\n# TYPE {name} counter"
+        );
+        for p in &all {
+            let _ = writeln!(
+                out,
+                "{name}{{plugin=\"{}\",version=\"{}\"}} {}",
+                label(&p.name),
+                p.short_hash(),
+                p.log.suppressed.load(Ordering::Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP farmgate_access_log_dropped_total Access log lines dropped because the writer fell behind.\n# TYPE farmgate_access_log_dropped_total counter\nfarmgate_access_log_dropped_total {}",
@@ -719,16 +751,7 @@ fn member_json(m: &Member) -> Value {
 }
 
 fn plugin_json(rt: &Runtime, p: &Arc<Plugin>, builtin: bool) -> Value {
-    let hooks: Vec<&str> = p
-        .hooks
-        .iter()
-        .map(|h| match h {
-            Hook::Router => "router",
-            Hook::Affinity => "affinity",
-            Hook::LinkTranslation => "link-translation",
-            Hook::HealthEvaluation => "health-evaluation",
-        })
-        .collect();
+    let hooks: Vec<&str> = p.hooks.iter().map(|h| hook_name(*h)).collect();
     json!({
         "name": p.name,
         "builtin": builtin,
@@ -739,6 +762,27 @@ fn plugin_json(rt: &Runtime, p: &Arc<Plugin>, builtin: bool) -> Value {
         "failures": p.stats.failures.load(Ordering::Relaxed),
         "disabled_for_ms": rt.disabled_for(p).map(|d| d.as_millis() as u64),
         "fail_closed": p.config.fail_closed,
+    })
+}
+
+/// The answer to `POST /api/reload` when the config was applied: what it changed, which plugins
+/// were loaded and which refused their file or their new settings (each keeps its previous
+/// version), so `complete` is false when anything was refused.
+fn reload_json(report: &crate::reload::ReloadReport) -> Value {
+    let loaded: Vec<Value> = report
+        .plugins_loaded
+        .iter()
+        .map(|(name, version)| json!({ "plugin": name, "version": version }))
+        .collect();
+    let refused: Vec<Value> = report
+        .plugins_refused
+        .iter()
+        .map(|r| json!({ "plugin": r.plugin, "file": r.file, "reason": r.reason }))
+        .collect();
+    json!({
+        "reloaded": report.text(),
+        "complete": refused.is_empty(),
+        "plugins": { "applied": loaded, "refused": refused },
     })
 }
 

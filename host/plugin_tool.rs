@@ -105,7 +105,8 @@ farmgate-sdk = {sdk_dependency}
 [profile.release]
 opt-level = "s"
 lto = true
-strip = true
+# Debug info goes; function names stay, so a trap in the plugin names where it was.
+strip = "debuginfo"
 codegen-units = 1
 
 # A crate of its own, even inside another workspace's directory.
