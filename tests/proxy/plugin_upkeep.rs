@@ -322,3 +322,71 @@ async fn a_failed_call_says_which_memory_limit_and_which_of_the_plugins_function
         assert!(!reason.contains('\n'), "{mode}: one line, not {reason:?}");
     }
 }
+
+#[test]
+fn check_loads_the_plugin_folder_and_reports_plugin_names_and_settings_with_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir(&plugins).unwrap();
+    drop_plugin(&plugins, "router", &guest("test-router-v2"));
+    let good = r#"[plugins]
+dir = "plugins.d"
+[plugins.config.router]
+settings = { farm = "v2" }
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+[[rules]]
+name = "site"
+public_names = ["*"]
+farm = "v2"
+router_plugins = ["router"]
+[[farms]]
+name = "v2"
+members = [{ host = "127.0.0.1", port = 9 }]
+"#;
+    let check = |text: &str| {
+        let path = dir.path().join("farmgate.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_farmgate"))
+            .args(["check", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = check(good);
+    assert!(ok && out.contains("plugin router: router") && out.contains("config OK"), "{out}");
+
+    let bad = good
+        .replace("router_plugins = [\"router\"]", "router_plugins = [\"routr\"]")
+        .replace("farm = \"v2\" }", "farm = \"v2\", strip = \"yes\" }")
+        + "[plugins.config.apiversoin]\nsettings = {}\n";
+    let (ok, out) = check(&bad);
+    assert!(!ok, "{out}");
+    assert!(!out.contains("config OK"), "{out}");
+    let line_of = |needle: &str| bad.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    for (line, words) in [
+        (
+            line_of("[plugins.config.router]"),
+            "plugins.config.router: plugin router",
+        ),
+        (line_of("routr"), "rules[0].router_plugins: no plugin \"routr\""),
+        (
+            line_of("apiversoin"),
+            "plugins.config.apiversoin: settings for plugin \"apiversoin\"",
+        ),
+    ] {
+        assert!(
+            out.contains(&format!("farmgate.toml:{line}:")) && out.contains(words),
+            "line {line}, {words:?} in\n{out}"
+        );
+    }
+    assert!(out.contains("strip"), "{out}");
+}
