@@ -31,6 +31,13 @@ impl Settings {
         }
     }
 
+    /// The setting `key`, which must be present; an error names the key when it is absent or
+    /// has the wrong type.
+    pub fn require<T: DeserializeOwned>(&self, key: &str) -> Result<T, String> {
+        self.get(key)?
+            .ok_or_else(|| format!("setting \"{key}\" is required"))
+    }
+
     /// The setting `key`, or `default` when absent.
     pub fn get_or<T: DeserializeOwned>(&self, key: &str, default: T) -> Result<T, String> {
         Ok(self.get(key)?.unwrap_or(default))
@@ -62,6 +69,11 @@ mod tests {
                 .unwrap_err()
                 .contains("setting \"farm\"")
         );
+        assert_eq!(
+            s.require::<u32>("missing").unwrap_err(),
+            "setting \"missing\" is required"
+        );
+        assert_eq!(s.require::<u32>("percent").unwrap(), 10);
         assert!(Settings::from_json("[1]").is_err());
         assert!(Settings::from_json("").unwrap().is_empty());
 

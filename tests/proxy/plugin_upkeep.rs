@@ -362,10 +362,16 @@ members = [{ host = "127.0.0.1", port = 9 }]
         )
     };
     let (ok, out) = check(good);
-    assert!(ok && out.contains("plugin router: router") && out.contains("config OK"), "{out}");
+    assert!(
+        ok && out.contains("plugin router: router") && out.contains("config OK"),
+        "{out}"
+    );
 
     let bad = good
-        .replace("router_plugins = [\"router\"]", "router_plugins = [\"routr\"]")
+        .replace(
+            "router_plugins = [\"router\"]",
+            "router_plugins = [\"routr\"]",
+        )
         .replace("farm = \"v2\" }", "farm = \"v2\", strip = \"yes\" }")
         + "[plugins.config.apiversoin]\nsettings = {}\n";
     let (ok, out) = check(&bad);
@@ -377,7 +383,10 @@ members = [{ host = "127.0.0.1", port = 9 }]
             line_of("[plugins.config.router]"),
             "plugins.config.router: plugin router",
         ),
-        (line_of("routr"), "rules[0].router_plugins: no plugin \"routr\""),
+        (
+            line_of("routr"),
+            "rules[0].router_plugins: no plugin \"routr\"",
+        ),
         (
             line_of("apiversoin"),
             "plugins.config.apiversoin: settings for plugin \"apiversoin\"",
