@@ -70,6 +70,9 @@ enum PluginCommand {
         /// The crate's directory.
         #[arg(default_value = ".")]
         path: PathBuf,
+        /// Arguments for cargo after `--`, e.g. `-- --features x`.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
     },
     /// Run a built plugin against a request and farm snapshot (JSON) and print its decision.
     Test {
@@ -150,8 +153,8 @@ fn plugin(command: PluginCommand) -> ExitCode {
                 )
             })
         }
-        PluginCommand::Build { path } => {
-            plugin_tool::build(&path).map(|wasm| wasm.display().to_string())
+        PluginCommand::Build { path, cargo_args } => {
+            plugin_tool::build_with(&path, &cargo_args).map(|wasm| wasm.display().to_string())
         }
         PluginCommand::Test { file, input } => std::fs::read_to_string(&input)
             .map_err(|e| format!("cannot read {}: {e}", input.display()))

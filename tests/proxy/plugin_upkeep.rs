@@ -399,3 +399,61 @@ members = [{ host = "127.0.0.1", port = 9 }]
     }
     assert!(out.contains("strip"), "{out}");
 }
+
+#[test]
+fn plugin_test_shows_a_text_body_as_text_and_plugin_build_passes_cargo_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("maintenance.wasm");
+    std::fs::write(&wasm, guest("maintenance")).unwrap();
+    let input = dir.path().join("input.json");
+    std::fs::write(
+        &input,
+        r#"{ "hook": "router", "settings": { "title": "Back soon" }, "request": { "path": "/" } }"#,
+    )
+    .unwrap();
+    let farmgate = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_farmgate"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = farmgate(&[
+        "plugin",
+        "test",
+        wasm.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("status: 503") && out.contains("body (text): \"") && out.contains("Back soon"),
+        "{out}"
+    );
+
+    // What follows `--` reaches cargo: a feature the crate lacks is cargo's complaint.
+    let krate = dir.path().join("krate");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        "[package]\nname = \"krate\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[lib]\ncrate-type = [\"cdylib\"]\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(krate.join("src/lib.rs"), "").unwrap();
+    let (ok, out) = farmgate(&[
+        "plugin",
+        "build",
+        krate.to_str().unwrap(),
+        "--",
+        "--features",
+        "no-such-feature",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("no-such-feature"), "{out}");
+}
