@@ -355,6 +355,11 @@ impl Drop for Runtime {
 }
 
 impl PluginStats {
+    /// The current disable period's length in milliseconds (0 before the first).
+    pub fn backoff_ms(&self) -> u64 {
+        self.backoff_ms.load(Ordering::Relaxed)
+    }
+
     /// The hook and reason of the latest failed call, if any.
     pub fn last_failure(&self) -> Option<(&'static str, String)> {
         self.last_failure.load_full().map(|f| (f.0, f.1.clone()))

@@ -144,6 +144,28 @@ async fn settings_changed_after_refused_ones_take_effect_and_the_reload_says_wha
         "{answer}"
     );
     assert_eq!(b_sees(&mut client, &b).await, "/v2/x");
+    // The operator's view: the version running, where it is bound, the settings in effect, and
+    // the refused file with its reason.
+    let (status, plugins) = admin_call(&proxy, "GET", "/api/plugins").await;
+    assert_eq!(status, 200, "{plugins}");
+    let router = &plugins["plugins"][0];
+    assert_eq!(router["name"], "router", "{plugins}");
+    assert_eq!(router["settings"]["farm"], "v2", "{plugins}");
+    assert!(router["settings"].get("strip").is_none(), "{plugins}");
+    assert!(router["loaded_at_unix_ms"].as_u64().is_some_and(|t| t > 0));
+    assert_eq!(
+        router["bound"],
+        serde_json::json!([{ "rule": "site", "hook": "router", "place": 1 }]),
+        "{plugins}"
+    );
+    assert_eq!(router["failures_by_hook"]["router"], 0, "{plugins}");
+    assert_eq!(plugins["rejected"][0]["plugin"], "router", "{plugins}");
+    assert!(
+        plugins["rejected"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("strip")),
+        "{plugins}"
+    );
 
     // Other settings for the same bytes are another try, and take effect.
     write_config(&path, &config("{ farm = \"v2\", strip = true }"));
@@ -154,6 +176,12 @@ async fn settings_changed_after_refused_ones_take_effect_and_the_reload_says_wha
     assert_eq!(b_sees(&mut client, &b).await, "/x");
     let rt = runtime(&proxy);
     assert!(rt.rejected().is_empty(), "{:?}", rt.rejected());
+    let (_, plugins) = admin_call(&proxy, "GET", "/api/plugins").await;
+    assert_eq!(plugins["rejected"], serde_json::json!([]), "{plugins}");
+    assert_eq!(
+        plugins["plugins"][0]["settings"]["strip"], true,
+        "{plugins}"
+    );
 }
 
 #[tokio::test]
