@@ -123,7 +123,7 @@ fn grown_to(text: &str) -> Option<u64> {
 /// Bytes as whole megabytes (MiB, as `memory_limit_mb` counts them), one decimal when not whole.
 fn megabytes(bytes: u64) -> String {
     const MB: u64 = 1024 * 1024;
-    if bytes % MB == 0 {
+    if bytes.is_multiple_of(MB) {
         format!("{} MB", bytes / MB)
     } else {
         format!("{:.1} MB", bytes as f64 / MB as f64)
