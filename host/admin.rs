@@ -23,10 +23,10 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{FarmConfig, defaults};
+use crate::config::{Binding, Config, FarmConfig, defaults};
 use crate::farm::{FailureKind, Farm, Member, MemberState};
 use crate::health::HealthChecker;
-use crate::plugins::{Hook, Plugin, Runtime};
+use crate::plugins::{HOOK_NAMES, Hook, LOG_LINES_PER_SECOND, Plugin, Runtime, hook_name};
 use crate::proxy::Proxy;
 use crate::resolve::Resolver;
 
@@ -175,8 +175,8 @@ impl Admin {
                 json_response(StatusCode::OK, &self.plugins_json())
             }
             (Method::GET, ["api", "pool"]) => json_response(StatusCode::OK, &self.pool_json()),
-            (Method::POST, ["api", "reload"]) => match self.reloader.reload().await {
-                Ok(summary) => json_response(StatusCode::OK, &json!({ "reloaded": summary })),
+            (Method::POST, ["api", "reload"]) => match self.reloader.reload_report().await {
+                Ok(report) => json_response(StatusCode::OK, &reload_json(&report)),
                 Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
             },
             (Method::POST, ["api", "farms", farm, "members"]) => {
@@ -267,13 +267,28 @@ impl Admin {
 
     fn plugins_json(&self) -> Value {
         let rt = &self.proxy.plugins;
-        let one = |p: &Arc<Plugin>, builtin: bool| plugin_json(rt, p, builtin);
-        let folder: Vec<Value> = rt.plugins().plugins.iter().map(|p| one(p, false)).collect();
+        let set = rt.plugins();
+        let generation = self.proxy.generation();
+        let one = |p: &Arc<Plugin>, builtin: bool| {
+            let mut v = plugin_json(rt, p, builtin);
+            if !builtin {
+                v["bound"] = Value::Array(bindings_of(&generation.config, &set.plugins, p));
+            }
+            v
+        };
+        let folder: Vec<Value> = set.plugins.iter().map(|p| one(p, false)).collect();
         let builtins: Vec<Value> = rt.builtins().iter().map(|p| one(p, true)).collect();
         let rejected: Vec<Value> = rt
-            .rejected()
+            .rejected_files()
             .into_iter()
-            .map(|(file, reason)| json!({ "file": file, "reason": reason }))
+            .map(|r| {
+                json!({
+                    "file": r.file,
+                    "plugin": r.plugin,
+                    "version": r.hash.get(..12).unwrap_or(&r.hash),
+                    "reason": r.reason,
+                })
+            })
             .collect();
         json!({ "plugins": folder, "builtins": builtins, "rejected": rejected })
     }
@@ -678,6 +693,38 @@ impl Admin {
                 );
             }
         }
+        let name = "farmgate_plugin_failures_by_hook_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Failed calls of the plugin by hook.\n# TYPE {name} counter"
+        );
+        for p in &all {
+            for (hook, n) in HOOK_NAMES.iter().zip(&p.stats.failures_by_hook) {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 || p.hooks.iter().any(|h| hook_name(*h) == *hook) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{plugin=\"{}\",version=\"{}\",hook=\"{hook}\"}} {n}",
+                        label(&p.name),
+                        p.short_hash(),
+                    );
+                }
+            }
+        }
+        let name = "farmgate_plugin_log_lines_suppressed_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Log lines of the plugin (and about its failed calls) dropped over the limit of {LOG_LINES_PER_SECOND} a second.\n# TYPE {name} counter"
+        );
+        for p in &all {
+            let _ = writeln!(
+                out,
+                "{name}{{plugin=\"{}\",version=\"{}\"}} {}",
+                label(&p.name),
+                p.short_hash(),
+                p.log.suppressed.load(Ordering::Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP farmgate_tls_sni_ip_address_total TLS clients that sent an IP address as their SNI name (ignored, as RFC 6066 asks; logged at debug).\n# TYPE farmgate_tls_sni_ip_address_total counter\nfarmgate_tls_sni_ip_address_total {}",
@@ -735,17 +782,71 @@ fn member_json(m: &Member) -> Value {
     })
 }
 
+/// Where the folder plugin `p` is asked: each rule and farm whose chain for one of its hooks
+/// holds it, with its place in that chain (1 = asked first; the built-in ends every chain).
+fn bindings_of(config: &Config, folder: &[Arc<Plugin>], p: &Plugin) -> Vec<Value> {
+    let place = |binding: &Binding, hook: Hook| -> Option<usize> {
+        if !p.hooks.contains(&hook) {
+            return None;
+        }
+        let chain: Vec<&str> = match binding {
+            Binding::Folder => folder
+                .iter()
+                .filter(|q| q.hooks.contains(&hook))
+                .map(|q| q.name.as_str())
+                .collect(),
+            Binding::Named(names) => names
+                .iter()
+                .filter(|n| {
+                    folder
+                        .iter()
+                        .any(|q| &q.name == *n && q.hooks.contains(&hook))
+                })
+                .map(String::as_str)
+                .collect(),
+        };
+        chain.iter().position(|n| *n == p.name).map(|i| i + 1)
+    };
+    let mut out = Vec::new();
+    for r in &config.rules {
+        for (binding, hook) in [
+            (&r.router, Hook::Router),
+            (&r.link_translation, Hook::LinkTranslation),
+        ] {
+            if let Some(at) = place(binding, hook) {
+                out.push(json!({ "rule": r.name, "hook": hook_name(hook), "place": at }));
+            }
+        }
+    }
+    for f in &config.farms {
+        for (binding, hook) in [
+            (&f.affinity, Hook::Affinity),
+            (&f.health_evaluation, Hook::HealthEvaluation),
+        ] {
+            if let Some(at) = place(binding, hook) {
+                out.push(json!({ "farm": f.name, "hook": hook_name(hook), "place": at }));
+            }
+        }
+    }
+    out
+}
+
 fn plugin_json(rt: &Runtime, p: &Arc<Plugin>, builtin: bool) -> Value {
-    let hooks: Vec<&str> = p
-        .hooks
+    let hooks: Vec<&str> = p.hooks.iter().map(|h| hook_name(*h)).collect();
+    let failures_by_hook: serde_json::Map<String, Value> = HOOK_NAMES
         .iter()
-        .map(|h| match h {
-            Hook::Router => "router",
-            Hook::Affinity => "affinity",
-            Hook::LinkTranslation => "link-translation",
-            Hook::HealthEvaluation => "health-evaluation",
+        .zip(&p.stats.failures_by_hook)
+        .filter(|(h, n)| {
+            n.load(Ordering::Relaxed) > 0 || p.hooks.iter().any(|k| hook_name(*k) == **h)
         })
+        .map(|(h, n)| (h.to_string(), json!(n.load(Ordering::Relaxed))))
         .collect();
+    let loaded_ms = p
+        .loaded_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let settings: Value = serde_json::from_str(&p.config.settings_json).unwrap_or(Value::Null);
     json!({
         "name": p.name,
         "builtin": builtin,
@@ -753,9 +854,37 @@ fn plugin_json(rt: &Runtime, p: &Arc<Plugin>, builtin: bool) -> Value {
         "version": p.short_hash(),
         "hooks": hooks,
         "calls": p.stats.calls.load(Ordering::Relaxed),
+        "hash": p.hash,
+        "loaded_at_unix_ms": loaded_ms,
+        "settings": settings,
         "failures": p.stats.failures.load(Ordering::Relaxed),
+        "failures_by_hook": failures_by_hook,
+        "last_failure": p.stats.last_failure().map(|(hook, reason)| json!({ "hook": hook, "reason": reason })),
         "disabled_for_ms": rt.disabled_for(p).map(|d| d.as_millis() as u64),
+        "backoff_ms": p.stats.backoff_ms(),
+        "log_lines_suppressed": p.log.suppressed.load(Ordering::Relaxed),
         "fail_closed": p.config.fail_closed,
+    })
+}
+
+/// The answer to `POST /api/reload` when the config was applied: what it changed, which plugins
+/// were loaded and which refused their file or their new settings (each keeps its previous
+/// version), so `complete` is false when anything was refused.
+fn reload_json(report: &crate::reload::ReloadReport) -> Value {
+    let loaded: Vec<Value> = report
+        .plugins_loaded
+        .iter()
+        .map(|(name, version)| json!({ "plugin": name, "version": version }))
+        .collect();
+    let refused: Vec<Value> = report
+        .plugins_refused
+        .iter()
+        .map(|r| json!({ "plugin": r.plugin, "file": r.file, "reason": r.reason }))
+        .collect();
+    json!({
+        "reloaded": report.text(),
+        "complete": refused.is_empty(),
+        "plugins": { "applied": loaded, "refused": refused },
     })
 }
 

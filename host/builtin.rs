@@ -113,31 +113,42 @@ pub fn settings(builtin: &Builtin, config: &Config) -> String {
     value.to_string()
 }
 
-/// Compiles (or takes from the code cache) and starts every built-in with its settings from
-/// `config`, then installs them. A built-in that refuses its settings is an error: the config
-/// validation should have caught what it refuses.
+/// Starts every built-in with its settings from `config`, then installs them. A built-in whose
+/// settings did not change keeps its loaded version (and its counters); one whose settings did
+/// reuses the compiled code, so a reload compiles nothing. A built-in that refuses its settings is
+/// an error: the config validation should have caught what it refuses.
 pub async fn install(runtime: &Arc<Runtime>, config: &Config) -> Result<(), String> {
-    let mut tasks = Vec::new();
+    let current = runtime.builtins();
+    let mut loading = Vec::new();
     for b in ALL {
-        let rt = Arc::clone(runtime);
         let plugin_config = PluginConfig {
             settings_json: settings(b, config),
             call_timeout: Some(defaults::BUILTIN_CALL_TIMEOUT),
             ..PluginConfig::default()
         };
-        tasks.push(tokio::task::spawn_blocking(move || {
-            let hash = crate::plugins::hex(&Sha256::digest(b.wasm));
+        let hash = crate::plugins::hex(&Sha256::digest(b.wasm));
+        if let Some(kept) = current
+            .iter()
+            .find(|p| p.name == b.name && p.hash == hash && p.config == plugin_config)
+        {
+            loading.push(Ok(Arc::clone(kept)));
+            continue;
+        }
+        let rt = Arc::clone(runtime);
+        loading.push(Err(tokio::task::spawn_blocking(move || {
             let file = PathBuf::from(format!("<built-in>/{}.wasm", b.name));
             rt.load_with(b.name, &file, b.wasm, hash, plugin_config)
                 .map_err(|e| format!("built-in plugin {} {e}", b.name))
-        }));
+        })));
     }
     let mut loaded: Vec<Arc<Plugin>> = Vec::new();
-    for t in tasks {
-        loaded.push(
-            t.await
+    for l in loading {
+        loaded.push(match l {
+            Ok(kept) => kept,
+            Err(task) => task
+                .await
                 .map_err(|e| format!("loading a built-in plugin failed: {e}"))??,
-        );
+        });
     }
     runtime.install_builtins(loaded);
     Ok(())

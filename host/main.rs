@@ -70,6 +70,9 @@ enum PluginCommand {
         /// The crate's directory.
         #[arg(default_value = ".")]
         path: PathBuf,
+        /// Arguments for cargo after `--`, e.g. `-- --features x`.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
     },
     /// Run a built plugin against a request and farm snapshot (JSON) and print its decision.
     Test {
@@ -85,20 +88,53 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(&cli.log_level, cli.log_format);
     match cli.command {
-        Command::Check { path } => match Config::load(&path) {
-            Ok(c) => {
-                println!("{}", c.summary());
-                println!("config OK");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(1)
-            }
-        },
+        Command::Check { path } => check(&path),
         Command::Run { config } => run(config.as_deref()),
         Command::Plugin { command } => plugin(command),
     }
+}
+
+/// Validates the config, then loads its plugin folder as `run` would and holds the config's
+/// plugin names and settings against it.
+fn check(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("{}", config.summary());
+    let report = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .and_then(|rt| {
+            rt.block_on(async move {
+                tokio::task::spawn_blocking(move || farmgate::plugins::check_plugins(&config))
+                    .await
+                    .map_err(|e| format!("checking the plugins failed: {e}"))
+            })
+        });
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for (name, hooks) in &report.loaded {
+        println!("plugin {name}: {}", hooks.join(", "));
+    }
+    if report.problems.is_empty() {
+        println!("config OK");
+        return ExitCode::SUCCESS;
+    }
+    for e in &report.problems {
+        eprintln!("error: {e}");
+    }
+    ExitCode::from(1)
 }
 
 fn plugin(command: PluginCommand) -> ExitCode {
@@ -117,8 +153,8 @@ fn plugin(command: PluginCommand) -> ExitCode {
                 )
             })
         }
-        PluginCommand::Build { path } => {
-            plugin_tool::build(&path).map(|wasm| wasm.display().to_string())
+        PluginCommand::Build { path, cargo_args } => {
+            plugin_tool::build_with(&path, &cargo_args).map(|wasm| wasm.display().to_string())
         }
         PluginCommand::Test { file, input } => std::fs::read_to_string(&input)
             .map_err(|e| format!("cannot read {}: {e}", input.display()))

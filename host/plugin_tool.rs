@@ -105,7 +105,8 @@ farmgate-sdk = {sdk_dependency}
 [profile.release]
 opt-level = "s"
 lto = true
-strip = true
+# Debug info goes; function names stay, so a trap in the plugin names where it was.
+strip = "debuginfo"
 codegen-units = 1
 
 # A crate of its own, even inside another workspace's directory.
@@ -297,6 +298,29 @@ fn input_template(hook: HookKind) -> String {
 
 /// Builds the plugin crate at `dir` for wasm32-wasip2 in release; returns the `.wasm` path.
 pub fn build(dir: &Path) -> Result<PathBuf, String> {
+    build_with(dir, &[])
+}
+
+/// Whether the toolchain that builds has the standard library for wasm32-wasip2: `None` when
+/// that cannot be told (no rustc to ask), so cargo's own error speaks then.
+fn wasm_target_installed() -> Option<bool> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc)
+        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return Some(false);
+    }
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Some(Path::new(&dir).is_dir())
+}
+
+/// [`build`] with arguments for cargo (`--features x`, `--locked`, ...).
+pub fn build_with(dir: &Path, cargo_args: &[String]) -> Result<PathBuf, String> {
+    if wasm_target_installed() == Some(false) {
+        return Err("the wasm32-wasip2 target is not installed for this Rust toolchain; add it with `rustup target add wasm32-wasip2` (or your distribution's rust-std package for wasm32-wasip2), then build again".into());
+    }
     let manifest = dir.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest)
         .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
@@ -317,6 +341,7 @@ pub fn build(dir: &Path) -> Result<PathBuf, String> {
             "--manifest-path",
         ])
         .arg(&manifest)
+        .args(cargo_args)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
@@ -338,6 +363,21 @@ pub fn build(dir: &Path) -> Result<PathBuf, String> {
             "the build succeeded but {} is missing",
             wasm.display()
         ))
+    }
+}
+
+/// A router's decision for people: a `Respond` body that is UTF-8 is shown as text, not as a
+/// list of byte values.
+fn route_decision_text(d: &crate::plugins::RouteDecision) -> String {
+    match d {
+        crate::plugins::RouteDecision::Respond(r) => match std::str::from_utf8(&r.body) {
+            Ok(text) => format!(
+                "decision: Respond {{\n    status: {},\n    headers: {:?},\n    body (text): {text:?},\n}}\n",
+                r.status, r.headers
+            ),
+            Err(_) => format!("decision: {d:#?}\n"),
+        },
+        _ => format!("decision: {d:#?}\n"),
     }
 }
 
@@ -527,7 +567,7 @@ pub async fn test(wasm: &Path, input: &TestInput) -> Result<String, String> {
                 .route(&plugin, &request)
                 .await
                 .map_err(|f| f.to_string())?;
-            out.push_str(&format!("decision: {d:#?}\n"));
+            out.push_str(&route_decision_text(&d));
         }
         "affinity" => {
             require(&plugin.hooks, Hook::Affinity, "affinity")?;

@@ -30,6 +30,32 @@ use crate::resolve::Resolver;
 /// Quiet time after the last file event before the config is read (editors write in steps).
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
+/// What a reload that was applied did to the plugins, beside the config itself.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadReport {
+    /// The config's one-line summary and the listeners' changes.
+    pub summary: String,
+    /// Plugins (re)loaded: new files, new content or new settings: (name, version).
+    pub plugins_loaded: Vec<(String, String)>,
+    /// Plugins whose file or new settings were refused, and why; each keeps its previous
+    /// version, if it had one, with its previous settings.
+    pub plugins_refused: Vec<crate::plugins::Rejected>,
+}
+
+impl ReloadReport {
+    /// The summary, and a sentence for each plugin refused.
+    pub fn text(&self) -> String {
+        let mut text = self.summary.clone();
+        for r in &self.plugins_refused {
+            text.push_str(&format!(
+                "; plugin {} refused ({}): {}",
+                r.plugin, r.file, r.reason
+            ));
+        }
+        text
+    }
+}
+
 /// Applies new configs to a running farmgate.
 pub struct Reloader {
     /// The config file; `None` when farmgate runs on the embedded default.
@@ -66,8 +92,14 @@ impl Reloader {
     }
 
     /// Reads the config file again and applies it; on any error the running config stays and
-    /// the error (file:line:col: key: message) is logged and returned.
+    /// the error (file:line:col: key: message) is logged and returned. The text returned says
+    /// which plugins refused their new settings, if any did.
     pub async fn reload(&self) -> Result<String, String> {
+        self.reload_report().await.map(|r| r.text())
+    }
+
+    /// [`Reloader::reload`], saying what happened to each plugin.
+    pub async fn reload_report(&self) -> Result<ReloadReport, String> {
         let _one = self.lock.lock().await;
         let result = match &self.path {
             None => Err(
@@ -80,9 +112,15 @@ impl Reloader {
             },
         };
         match &result {
-            Ok(summary) => {
+            Ok(report) => {
                 self.applied.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("config reloaded: {summary}");
+                tracing::info!("config reloaded: {}", report.summary);
+                for r in &report.plugins_refused {
+                    tracing::error!(
+                        plugin = %r.plugin, file = %r.file, reason = %r.reason,
+                        "config reloaded, but this plugin refused its file or settings; its previous version (if any) keeps running"
+                    );
+                }
             }
             Err(e) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
@@ -92,7 +130,7 @@ impl Reloader {
         result
     }
 
-    async fn apply(&self, mut config: Config) -> Result<String, String> {
+    async fn apply(&self, mut config: Config) -> Result<ReloadReport, String> {
         let old = self.proxy.generation();
         let before = &old.config;
         let unchanged = |what: &str, same: bool| {
@@ -147,13 +185,18 @@ impl Reloader {
         self.proxy.install(generation);
         // New listeners start once the generation that routes them is in place.
         let listeners = self.listeners.apply(listeners).await;
-        if let Some(dir) = &config.plugins.dir {
-            crate::plugins::rescan(runtime, dir).await;
-        }
-        Ok(format!(
-            "{}; {listeners}",
-            config.summary().lines().next().unwrap_or_default()
-        ))
+        let scan = match &config.plugins.dir {
+            Some(dir) => crate::plugins::rescan(runtime, dir).await,
+            None => Default::default(),
+        };
+        Ok(ReloadReport {
+            summary: format!(
+                "{}; {listeners}",
+                config.summary().lines().next().unwrap_or_default()
+            ),
+            plugins_loaded: scan.loaded,
+            plugins_refused: scan.refused,
+        })
     }
 
     /// Watches the config file (its directory, since editors replace files by renaming) and

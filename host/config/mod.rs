@@ -25,8 +25,8 @@ pub use error::ConfigError;
 pub use model::{
     AccessLogSettings, AdminSettings, AffinityKey, Binding, CaBundle, CertificateConfig, Check,
     Config, FarmConfig, HealthSettings, IpNet, LinkSettings, ListenerConfig, MemberConfig,
-    PluginConfig, PluginSettings, ProxySettings, RewriteRule, RuleConfig, RuleHttps,
-    SampleServerConfig, TlsVerify, UpstreamSettings,
+    PluginConfig, PluginReference, PluginSettings, ProxySettings, RewriteRule, RuleConfig,
+    RuleHttps, SampleServerConfig, TlsVerify, UpstreamSettings,
 };
 pub use parse::parse_status_ranges;
 pub use raw::AccessLogFormat;
@@ -74,6 +74,10 @@ impl Config {
                 message: toml_message(&e),
             }
         })?;
-        Validator { source }.validate(raw)
+        Validator {
+            source,
+            references: Default::default(),
+        }
+        .validate(raw)
     }
 }

@@ -495,6 +495,22 @@ pub struct PluginSettings {
     pub cache_dir: Option<PathBuf>,
     /// By plugin name (file name without `.wasm`).
     pub config: HashMap<String, PluginConfig>,
+    /// Every place the config names a plugin (bindings and `[plugins.config.NAME]` tables), so
+    /// `farmgate check` can hold them against the plugin folder.
+    pub references: Vec<PluginReference>,
+}
+
+/// Where the config names a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginReference {
+    pub name: String,
+    /// `rules[0].router_plugins`, `plugins.config.NAME`, ...
+    pub key: String,
+    /// 1-based; 0 when the place is not known.
+    pub line: usize,
+    pub column: usize,
+    /// A `[plugins.config.NAME]` table rather than a binding.
+    pub settings: bool,
 }
 
 impl Default for PluginSettings {
@@ -507,6 +523,7 @@ impl Default for PluginSettings {
             failures_before_disable: defaults::PLUGIN_FAILURES_BEFORE_DISABLE,
             cache_dir: None,
             config: HashMap::new(),
+            references: Vec::new(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Calling a plugin's hooks: an instance from the calling thread's cache, the call's epoch
 //! deadline (and the ticker thread that advances the epoch), and what a failed call costs the
-//! plugin: the failure is logged and counted, and a plugin that keeps failing is disabled with
-//! exponential backoff.
+//! plugin: the failure is logged (within the plugin's log budget) and counted, and a plugin one
+//! of whose hooks keeps failing is disabled with exponential backoff. Failures in a row are
+//! counted per hook: a hook that always fails disables the plugin even if another always passes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,6 @@ use wasmtime::Engine;
 use super::facts::{FarmFacts, Handed, ProbeResult, RequestFacts, ResponseFacts, borrow};
 use super::instances::{EPOCH_TICK, epoch_ticks};
 use super::instances::{Instance, put_cached, take_cached};
-use super::loading::describe;
 use super::{
     AffinityDecision, FarmLive, HealthVerdict, Plugin, RouteDecision, Runtime, RuntimeError,
     TranslationDecision,
@@ -25,6 +25,24 @@ const TICKER_LINGER: Duration = Duration::from_secs(30);
 /// First disable period of a plugin that keeps failing; doubled each time, up to the maximum.
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// The hooks' names, in the order of [`super::PluginStats::failures_by_hook`].
+pub const HOOK_NAMES: [&str; 4] = [
+    "router",
+    "affinity",
+    "link-translation",
+    "health-evaluation",
+];
+
+/// The slot of `hook` in the per-hook counters.
+fn slot(hook: &str) -> usize {
+    match hook {
+        "router" => 0,
+        "affinity" => 1,
+        "link-translation" => 2,
+        _ => 3,
+    }
+}
 
 /// What went wrong with a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,7 +167,7 @@ impl Runtime {
             .farmgate_plugin_router()
             .call_route(&mut instance.store, borrow())
             .await
-            .map_err(|e| describe(&e))
+            .map_err(|e| instance.failure(&e))
     }
 
     /// Asks a link-translation plugin what to rewrite in a response.
@@ -228,10 +246,11 @@ impl Runtime {
         hook: &'static str,
         reason: String,
     ) -> PluginFailure {
-        let stats = &plugin.stats;
-        stats
-            .consecutive
-            .fetch_add(stats.cleared.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        let (stats, i) = (&plugin.stats, slot(hook));
+        stats.consecutive[i].fetch_add(
+            stats.cleared[i].swap(0, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         self.failed(plugin, hook, reason)
     }
 
@@ -269,25 +288,39 @@ impl Runtime {
         instance.store.data_mut().handed = Handed::default();
         match result {
             Ok(r) => {
-                let stats = &plugin.stats;
-                let cleared = stats.consecutive.swap(0, Ordering::Relaxed);
-                stats.cleared.store(cleared, Ordering::Relaxed);
+                let (stats, i) = (&plugin.stats, slot(hook));
+                // Most calls find nothing to clear: a load rather than a write to a shared line.
+                if stats.consecutive[i].load(Ordering::Relaxed) != 0
+                    || stats.cleared[i].load(Ordering::Relaxed) != 0
+                {
+                    let cleared = stats.consecutive[i].swap(0, Ordering::Relaxed);
+                    stats.cleared[i].store(cleared, Ordering::Relaxed);
+                }
                 put_cached(plugin, instance);
                 Ok(r)
             }
-            Err(e) => Err(self.failed(plugin, hook, describe(&e))),
+            Err(e) => {
+                let reason = instance.failure(&e);
+                Err(self.failed(plugin, hook, reason))
+            }
         }
     }
 
     fn failed(&self, plugin: &Arc<Plugin>, hook: &'static str, reason: String) -> PluginFailure {
-        let stats = &plugin.stats;
+        let (stats, i) = (&plugin.stats, slot(hook));
         stats.failures.fetch_add(1, Ordering::Relaxed);
-        let consecutive = stats.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+        stats.failures_by_hook[i].fetch_add(1, Ordering::Relaxed);
+        let consecutive = stats.consecutive[i].fetch_add(1, Ordering::Relaxed) + 1;
+        stats
+            .last_failure
+            .store(Some(Arc::new((hook, reason.clone()))));
         let version = plugin.short_hash().to_string();
-        tracing::warn!(
-            plugin = %plugin.name, version = %version, hook, reason = %reason,
-            fail_closed = plugin.config.fail_closed, "plugin call failed; its instance is discarded"
-        );
+        if plugin.log.admit(&plugin.name) {
+            tracing::warn!(
+                plugin = %plugin.name, version = %version, hook, reason = %reason,
+                fail_closed = plugin.config.fail_closed, "plugin call failed; its instance is discarded"
+            );
+        }
         let threshold = self.settings.load().failures_before_disable;
         if consecutive >= threshold {
             let backoff = stats.backoff_ms.load(Ordering::Relaxed);
@@ -300,9 +333,11 @@ impl Runtime {
             stats
                 .disabled_until_ms
                 .store(self.now_ms() + next, Ordering::Relaxed);
-            stats.consecutive.store(0, Ordering::Relaxed);
+            for c in &stats.consecutive {
+                c.store(0, Ordering::Relaxed);
+            }
             tracing::error!(
-                plugin = %plugin.name, version = %version, failures = consecutive,
+                plugin = %plugin.name, version = %version, hook, failures = consecutive,
                 disabled_for_ms = next, "plugin disabled after repeated failures; a new file re-enables it"
             );
         }

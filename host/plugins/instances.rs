@@ -1,20 +1,71 @@
 //! Plugin instances: the store data of one instance (its WASI context, resource table and memory
-//! limits), the host functions plugins import (`log`, `monotonic_now_ns`, `random_u64`), making
-//! and initialising an instance, the calling thread's cache of idle instances by plugin version,
-//! and the counts of versions and instances alive.
+//! limits), the host functions plugins import (`log`, `monotonic_now_ns`, `random_u64`), the
+//! per-plugin budget of log lines, making and initialising an instance, the calling thread's
+//! cache of idle instances by plugin version, and the counts of versions and instances alive.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::describe::{Context, describe};
 use super::facts::Handed;
-use super::loading::describe;
 use super::{Hook, Plugin, bindings};
+
+/// Log lines a plugin may write per second, its own and the host's lines about its failed
+/// calls together; the rest are counted, and summed up in one line when the next second begins.
+pub const LOG_LINES_PER_SECOND: u32 = 20;
+
+/// What a panic hook of the SDK logs before the instance traps.
+const PANIC_PREFIX: &str = "plugin panicked: ";
+
+/// One plugin version's log lines per second: a line is written while the current second has
+/// budget left, else counted as suppressed.
+#[derive(Debug, Default)]
+pub struct LogBudget {
+    /// The second (since the process's first plugin log line) the count below is for.
+    second: AtomicU64,
+    lines: AtomicU32,
+    /// Suppressed since the last summary line.
+    held: AtomicU64,
+    /// Suppressed in all, for `/metrics`.
+    pub suppressed: AtomicU64,
+}
+
+impl LogBudget {
+    /// Whether `plugin` may write a line now. When a new second begins after lines were
+    /// suppressed, one line says how many first.
+    pub fn admit(&self, plugin: &str) -> bool {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        let now = EPOCH.get_or_init(Instant::now).elapsed().as_secs() + 1;
+        let second = self.second.load(Ordering::Relaxed);
+        if second != now
+            && self
+                .second
+                .compare_exchange(second, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.lines.store(0, Ordering::Relaxed);
+            let held = self.held.swap(0, Ordering::Relaxed);
+            if held > 0 {
+                tracing::warn!(
+                    target: "farmgate::plugin", plugin, suppressed = held,
+                    "suppressed {held} log lines of this plugin (over {LOG_LINES_PER_SECOND} a second)"
+                );
+            }
+        }
+        if self.lines.fetch_add(1, Ordering::Relaxed) < LOG_LINES_PER_SECOND {
+            return true;
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+}
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -64,7 +115,12 @@ pub(super) struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    memory_limit: usize,
     plugin: Arc<str>,
+    log: Arc<LogBudget>,
+    /// The message of a panic under way: the failure's reason says it, rather than a line of
+    /// its own.
+    panic: Option<String>,
     started: Instant,
     /// What the call under way was handed.
     pub(super) handed: Handed,
@@ -82,7 +138,14 @@ impl WasiView for State {
 impl bindings::farmgate::plugin::host::Host for State {
     fn log(&mut self, level: bindings::farmgate::plugin::host::LogLevel, message: String) {
         use bindings::farmgate::plugin::host::LogLevel as L;
+        if let (L::Error, Some(panic)) = (level, message.strip_prefix(PANIC_PREFIX)) {
+            self.panic = Some(panic.to_string());
+            return;
+        }
         let plugin = &*self.plugin;
+        if !self.log.admit(plugin) {
+            return;
+        }
         match level {
             L::Trace => tracing::trace!(target: "farmgate::plugin", plugin, "{message}"),
             L::Debug => tracing::debug!(target: "farmgate::plugin", plugin, "{message}"),
@@ -121,6 +184,22 @@ fn random_u64() -> u64 {
 pub(super) struct Instance {
     pub(super) store: Store<State>,
     pub(super) bindings: bindings::Plugin,
+}
+
+impl Instance {
+    /// Why a call on this instance failed.
+    pub(super) fn failure(&mut self, e: &wasmtime::Error) -> String {
+        failure(&mut self.store, e)
+    }
+}
+
+fn failure(store: &mut Store<State>, e: &wasmtime::Error) -> String {
+    let data = store.data_mut();
+    let cx = Context {
+        memory_limit: data.memory_limit,
+        panic: data.panic.take(),
+    };
+    describe(e, &cx)
 }
 
 /// Per-thread idle instances, by plugin version.
@@ -168,7 +247,10 @@ impl Plugin {
                 .memory_size(self.memory_limit)
                 .trap_on_grow_failure(true)
                 .build(),
+            memory_limit: self.memory_limit,
             plugin: Arc::from(self.name.as_str()),
+            log: Arc::clone(&self.log),
+            panic: None,
             _live: {
                 self.live.instances.fetch_add(1, Ordering::Relaxed);
                 InstanceGuard(Arc::clone(&self.live))
@@ -185,12 +267,12 @@ impl Plugin {
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| failure(&mut store, &e))?;
         let hooks = bindings
             .farmgate_plugin_lifecycle()
             .call_init(&mut store, &self.config.settings_json)
             .await
-            .map_err(|e| describe(&e))?
+            .map_err(|e| failure(&mut store, &e))?
             .map_err(|e| format!("init refused its settings: {e}"))?;
         Ok((Instance { store, bindings }, hooks))
     }

@@ -1,7 +1,9 @@
 //! Loading a plugin file: compiling it (or reading the code compiled for the same bytes earlier
 //! from the cache directory, `cache.rs`), checking the `farmgate:plugin` version it was built
-//! against, pre-instantiating it, and the smoke test of one instance. Also the words for why
-//! bytes are not a usable component and why a call failed.
+//! against, pre-instantiating it, and the smoke test of one instance. New settings for bytes
+//! already loaded reuse that version's compiled code: only the smoke test runs again, so a
+//! settings change does not wait for a compiler on a busy machine. Also the words for why bytes
+//! are not a usable component.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::{Plugin, PluginStats, Runtime, bindings, cache};
+use super::{LogBudget, Plugin, PluginStats, Runtime, bindings, cache};
 use crate::config::PluginConfig;
 
 /// The `farmgate:plugin` package version this host speaks. Components built against another
@@ -51,10 +53,41 @@ impl Runtime {
         hash: String,
         config: PluginConfig,
     ) -> Result<Arc<Plugin>, String> {
+        let component = match self.loaded_code(&hash) {
+            // Bytes loaded already (a reload's new settings, a built-in, a file dropped again):
+            // their code is reused rather than compiled on a machine that may be busy.
+            Some(component) => component,
+            None => {
+                let component = self.compile(bytes, &hash)?;
+                check_contract(&self.engine, &component)?;
+                component
+            }
+        };
+        self.load_compiled(name, file, component, hash, config)
+    }
+
+    /// The compiled code of a loaded version (a folder plugin or a built-in) of these bytes.
+    fn loaded_code(&self, hash: &str) -> Option<Component> {
+        let set = self.set.load();
+        let builtins = self.builtins.load();
+        set.plugins
+            .iter()
+            .chain(builtins.iter())
+            .find(|p| p.hash == hash)
+            .map(|p| p.component.clone())
+    }
+
+    /// Pre-instantiates checked code and runs the smoke test with `config`.
+    fn load_compiled(
+        &self,
+        name: &str,
+        file: &Path,
+        component: Component,
+        hash: String,
+        config: PluginConfig,
+    ) -> Result<Arc<Plugin>, String> {
         self.ticker.ensure_active();
         let settings = self.settings.load();
-        let component = self.compile(bytes, &hash)?;
-        check_contract(&self.engine, &component)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -68,6 +101,8 @@ impl Runtime {
             hash,
             hooks: Vec::new(),
             config,
+            loaded_at: std::time::SystemTime::now(),
+            component,
             pre,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             stats: PluginStats::default(),
@@ -76,6 +111,7 @@ impl Runtime {
                 self.live.versions.fetch_add(1, Ordering::Relaxed);
                 Arc::clone(&self.live)
             },
+            log: Arc::new(LogBudget::default()),
         };
         // The smoke test: instantiate and initialise once; the answer says which hooks it has.
         // `load` runs on a blocking thread, where waiting on the runtime is allowed.
@@ -93,6 +129,7 @@ impl Runtime {
     /// the cache directory. Only files in a directory that farmgate created (mode 0700) and that
     /// nobody else can write are ever deserialized.
     fn compile(&self, bytes: &[u8], hash: &str) -> Result<Component, String> {
+        self.compiles.fetch_add(1, Ordering::Relaxed);
         let cache = self
             .settings
             .load()
@@ -150,31 +187,6 @@ fn compile_error(bytes: &[u8], e: &wasmtime::Error) -> String {
         "does not compile: {}",
         text.lines().next().unwrap_or("invalid component")
     )
-}
-
-/// A one-line reason for a failed call: the trap kind when there is one.
-pub(super) fn describe(e: &wasmtime::Error) -> String {
-    match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => "call deadline exceeded (interrupted)".into(),
-        Some(t) => format!("trap: {t}"),
-        None => {
-            let text = format!("{e:#}");
-            // wasmtime's words when the store's limit refuses a growth (`trap_on_grow_failure`);
-            // the size asked for says whether it was the cap.
-            const GROWING: &str = "forcing trap when growing memory to ";
-            if let Some(at) = text.find(GROWING) {
-                let asked: String = text[at + GROWING.len()..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                format!("memory cap reached (growing to {asked} bytes)")
-            } else if text.contains("forcing a memory growth failure") {
-                "memory cap reached".into()
-            } else {
-                text
-            }
-        }
-    }
 }
 
 /// Refuses components that do not speak this host's `farmgate:plugin` version.

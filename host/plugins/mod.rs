@@ -31,6 +31,8 @@ mod bindings {
 
 mod cache;
 mod calling;
+mod check;
+mod describe;
 mod facts;
 mod instances;
 mod loading;
@@ -39,11 +41,11 @@ mod watch;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use wasmtime::Engine;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 
 pub use bindings::exports::farmgate::plugin::affinity::{AffinityDecision, MemberChoice};
 pub use bindings::exports::farmgate::plugin::health_evaluation::HealthVerdict;
@@ -60,11 +62,12 @@ pub use bindings::farmgate::plugin::types::{
 
 use crate::config::{Binding, PluginConfig, PluginSettings};
 
-pub use calling::PluginFailure;
+pub use calling::{HOOK_NAMES, PluginFailure};
+pub use check::{CheckReport, check_plugins};
 pub use facts::{FarmFacts, ProbeResult, RequestFacts, ResponseFacts, header_block};
-pub use instances::Live;
+pub use instances::{LOG_LINES_PER_SECOND, Live, LogBudget};
 pub use loading::{CONTRACT_PACKAGE, CONTRACT_VERSION};
-pub use watch::{rescan, watch_folder};
+pub use watch::{Rejected, ScanReport, rescan, watch_folder};
 
 use calling::Ticker;
 use instances::State;
@@ -81,8 +84,13 @@ pub struct Runtime {
     ticker: Arc<Ticker>,
     /// Folder scans completed, so callers can wait for a change to be looked at.
     scans: AtomicU64,
-    /// Files whose latest content was refused: (file, reason, plugin name, content hash).
-    rejected: std::sync::Mutex<Vec<(String, String, String, String)>>,
+    /// Files whose latest content (with the settings it was given) was refused.
+    rejected: std::sync::Mutex<Vec<Rejected>>,
+    /// One folder scan at a time (the watcher's and a config reload's).
+    scanning: std::sync::Mutex<()>,
+    /// Plugin code compiled or read from the code cache: a change of settings alone reuses the
+    /// loaded version's code and adds nothing here.
+    compiles: AtomicU64,
     live: Arc<Live>,
     /// Counts installs of the plugin set and of the built-ins: a chain assembled at one count
     /// holds until the next.
@@ -114,23 +122,35 @@ pub struct Plugin {
     /// The hooks the plugin said it implements.
     pub hooks: Vec<Hook>,
     pub config: PluginConfig,
+    /// When this version was loaded (its file, or its settings, changed then).
+    pub loaded_at: SystemTime,
+    /// The compiled code, kept so that new settings for the same bytes are not compiled again.
+    component: Component,
     pre: bindings::PluginPre<State>,
     /// Distinguishes versions in the per-thread instance caches.
     id: u64,
     pub stats: PluginStats,
     memory_limit: usize,
     live: Arc<Live>,
+    /// The plugin's log lines (and the lines about its failures) per second.
+    pub log: Arc<LogBudget>,
 }
 
-/// Counters of one plugin version, for logs and the admin API.
+/// Counters of one plugin version, for logs and the admin API. Failures in a row are counted
+/// per hook ([`HOOK_NAMES`] order), so a hook that keeps failing disables the plugin even while
+/// another hook of it succeeds.
 #[derive(Debug, Default)]
 pub struct PluginStats {
     pub calls: AtomicU64,
     pub failures: AtomicU64,
-    consecutive: AtomicU32,
-    /// The failures in a row that the last call to return cleared, put back by
+    /// Failures by hook, in [`HOOK_NAMES`] order.
+    pub failures_by_hook: [AtomicU64; 4],
+    consecutive: [AtomicU32; 4],
+    /// The failures in a row that the last call of a hook to return cleared, put back by
     /// [`Runtime::invalid`] when the host then refuses that call's decision.
-    cleared: AtomicU32,
+    cleared: [AtomicU32; 4],
+    /// The reason of the latest failed call, with its hook.
+    last_failure: ArcSwapOption<(&'static str, String)>,
     /// Milliseconds since the runtime started until which the plugin is disabled (0: enabled).
     disabled_until_ms: AtomicU64,
     backoff_ms: AtomicU64,
@@ -171,6 +191,8 @@ impl Runtime {
             ticker,
             scans: AtomicU64::new(0),
             rejected: std::sync::Mutex::new(Vec::new()),
+            scanning: std::sync::Mutex::new(()),
+            compiles: AtomicU64::new(0),
             live: Arc::new(Live::default()),
             installs: AtomicU64::new(0),
         }))
@@ -273,21 +295,37 @@ impl Runtime {
             .lock()
             .map(|r| {
                 r.iter()
-                    .map(|(f, why, _, _)| (f.clone(), why.clone()))
+                    .map(|r| (r.file.clone(), r.reason.clone()))
                     .collect()
             })
             .unwrap_or_default()
     }
 
-    /// The reason the plugin `name` with content `hash` was refused, if it was.
-    fn rejected_for(&self, name: &str, hash: &str) -> Option<(String, String)> {
-        let r = self.rejected.lock().ok()?;
-        r.iter()
-            .find(|(_, _, n, h)| n == name && h == hash && !h.is_empty())
-            .map(|(f, why, _, _)| (f.clone(), why.clone()))
+    /// Files whose current content was refused, with the plugin name and content hash.
+    pub fn rejected_files(&self) -> Vec<Rejected> {
+        self.rejected.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
-    fn scan_done(&self, rejected: Vec<(String, String, String, String)>) {
+    /// The reason the plugin `name` with content `hash` was refused under `config`, if it was:
+    /// the same bytes with other settings are another try.
+    fn rejected_for(&self, name: &str, hash: &str, config: &PluginConfig) -> Option<String> {
+        let r = self.rejected.lock().ok()?;
+        r.iter()
+            .find(|r| {
+                r.plugin == name
+                    && r.hash == hash
+                    && !hash.is_empty()
+                    && r.config.as_ref() == Some(config)
+            })
+            .map(|r| r.reason.clone())
+    }
+
+    /// How many times plugin code was compiled (or read from the code cache) since start.
+    pub fn compiles(&self) -> u64 {
+        self.compiles.load(Ordering::Relaxed)
+    }
+
+    fn scan_done(&self, rejected: Vec<Rejected>) {
         if let Ok(mut r) = self.rejected.lock() {
             *r = rejected;
         }
@@ -324,6 +362,18 @@ impl Drop for Runtime {
     }
 }
 
+impl PluginStats {
+    /// The current disable period's length in milliseconds (0 before the first).
+    pub fn backoff_ms(&self) -> u64 {
+        self.backoff_ms.load(Ordering::Relaxed)
+    }
+
+    /// The hook and reason of the latest failed call, if any.
+    pub fn last_failure(&self) -> Option<(&'static str, String)> {
+        self.last_failure.load_full().map(|f| (f.0, f.1.clone()))
+    }
+}
+
 impl Plugin {
     pub fn short_hash(&self) -> &str {
         &self.hash[..self.hash.len().min(12)]
@@ -331,6 +381,16 @@ impl Plugin {
 
     fn enabled(&self, now_ms: u64) -> bool {
         self.stats.disabled_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+}
+
+/// A hook's name as the contract and the config spell it.
+pub fn hook_name(h: Hook) -> &'static str {
+    match h {
+        Hook::Router => "router",
+        Hook::Affinity => "affinity",
+        Hook::LinkTranslation => "link-translation",
+        Hook::HealthEvaluation => "health-evaluation",
     }
 }
 

@@ -1,8 +1,10 @@
 //! The watched plugin folder: every `*.wasm` in it is a plugin named by its file name. Changes
 //! (add, replace by write-then-rename, remove) are debounced, then the folder is rescanned: files
-//! whose content hash is unchanged keep their loaded version, new or changed files are compiled
-//! and smoke-tested off the async threads, and the new set is swapped in whole. A file that fails
-//! to load is logged with its reason and the previous version of that plugin stays.
+//! whose content hash and settings are unchanged keep their loaded version, new or changed files
+//! are compiled and smoke-tested off the async threads (new settings alone reuse the compiled
+//! code), and the new set is swapped in whole. A file that fails to load is logged with its
+//! reason and the previous version of that plugin stays; the same bytes with the same settings
+//! are not tried again, but other settings are another try.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,32 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::{Plugin, PluginSet, Runtime, hex};
+use crate::config::PluginConfig;
+
+/// A plugin file whose content, with the settings it was given, was refused.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub file: String,
+    pub reason: String,
+    /// The plugin's name (the file stem); empty when the folder itself could not be read.
+    pub plugin: String,
+    /// SHA-256 of the content, hex; empty when it could not be read.
+    pub hash: String,
+    /// The settings it was refused with; `None` when it was not loaded at all.
+    pub config: Option<PluginConfig>,
+}
+
+/// What one scan of the folder changed.
+#[derive(Debug, Clone, Default)]
+pub struct ScanReport {
+    /// Plugins loaded by this scan (new files, new content or new settings): (name, version).
+    pub loaded: Vec<(String, String)>,
+    /// Plugins unloaded because their file went away.
+    pub removed: Vec<String>,
+    /// Files refused now (this scan, or earlier with the same content and settings); the
+    /// previous version of each, if any, keeps running.
+    pub refused: Vec<Rejected>,
+}
 
 /// Quiet time after the last file event before the folder is rescanned.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -53,30 +81,36 @@ pub async fn watch_folder(
     }))
 }
 
-/// Brings the loaded set in line with the folder.
-pub async fn rescan(runtime: &Arc<Runtime>, dir: &Path) {
+/// Brings the loaded set in line with the folder, and says what changed.
+pub async fn rescan(runtime: &Arc<Runtime>, dir: &Path) -> ScanReport {
     let runtime2 = Arc::clone(runtime);
     let dir = dir.to_path_buf();
     // Reading, hashing and compiling are blocking work.
     let result = tokio::task::spawn_blocking(move || rescan_blocking(&runtime2, &dir)).await;
-    if let Err(e) = result {
+    result.unwrap_or_else(|e| {
         tracing::error!(error = %e, "plugin folder rescan failed");
-    }
+        ScanReport::default()
+    })
 }
 
-fn rescan_blocking(runtime: &Runtime, dir: &Path) {
+fn rescan_blocking(runtime: &Runtime, dir: &Path) -> ScanReport {
+    // One scan at a time: two at once would each install a set made without the other's.
+    let _one = runtime.scanning.lock().unwrap_or_else(|p| p.into_inner());
     let current = runtime.plugins();
+    let mut report = ScanReport::default();
     let files = match wasm_files(dir) {
         Ok(files) => files,
         Err(e) => {
             tracing::error!(dir = %dir.display(), error = %e, "cannot read the plugin folder; keeping the loaded plugins");
-            runtime.scan_done(vec![(
-                dir.display().to_string(),
-                format!("cannot read the folder: {e}"),
-                String::new(),
-                String::new(),
-            )]);
-            return;
+            report.refused.push(Rejected {
+                file: dir.display().to_string(),
+                reason: format!("cannot read the folder: {e}"),
+                plugin: String::new(),
+                hash: String::new(),
+                config: None,
+            });
+            runtime.scan_done(report.refused.clone());
+            return report;
         }
     };
 
@@ -89,12 +123,13 @@ fn rescan_blocking(runtime: &Runtime, dir: &Path) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(file = %path.display(), error = %e, "cannot read plugin file");
-                rejected.push((
-                    path.display().to_string(),
-                    format!("cannot read: {e}"),
-                    name.clone(),
-                    String::new(),
-                ));
+                rejected.push(Rejected {
+                    file: path.display().to_string(),
+                    reason: format!("cannot read: {e}"),
+                    plugin: name.clone(),
+                    hash: String::new(),
+                    config: None,
+                });
                 next.extend(old.cloned());
                 continue;
             }
@@ -109,18 +144,31 @@ fn rescan_blocking(runtime: &Runtime, dir: &Path) {
             next.push(Arc::clone(old));
             continue;
         }
-        // The same bytes were refused before: say nothing new, keep what is loaded.
-        if let Some((_, reason)) = runtime.rejected_for(name, &hash) {
-            rejected.push((path.display().to_string(), reason, name.clone(), hash));
+        let refused = |reason: String| Rejected {
+            file: path.display().to_string(),
+            reason,
+            plugin: name.clone(),
+            hash: hash.clone(),
+            config: Some(config.clone()),
+        };
+        // The same bytes with the same settings were refused before: say nothing new, keep
+        // what is loaded.
+        if let Some(reason) = runtime.rejected_for(name, &hash, &config) {
+            rejected.push(refused(reason));
             next.extend(old.cloned());
             continue;
         }
-        match runtime.load(name, path, &bytes, hash.clone()) {
+        // New settings for the same bytes reuse the loaded version's compiled code.
+        match runtime.load_with(name, path, &bytes, hash.clone(), config.clone()) {
             Ok(plugin) => {
                 tracing::info!(
                     plugin = %plugin.name, version = %plugin.short_hash(), hooks = ?plugin.hooks,
-                    replaced = old.map(|o| o.short_hash().to_string()), "plugin loaded"
+                    replaced = old.map(|o| o.short_hash().to_string()),
+                    settings_changed = old.is_some_and(|o| o.hash == plugin.hash), "plugin loaded"
                 );
+                report
+                    .loaded
+                    .push((plugin.name.clone(), plugin.short_hash().to_string()));
                 next.push(plugin);
                 changed = true;
             }
@@ -129,7 +177,7 @@ fn rescan_blocking(runtime: &Runtime, dir: &Path) {
                     file = %path.display(), reason = %reason,
                     kept = old.map(|o| o.short_hash().to_string()), "plugin rejected; the previous version (if any) stays"
                 );
-                rejected.push((path.display().to_string(), reason, name.clone(), hash));
+                rejected.push(refused(reason));
                 next.extend(old.cloned());
             }
         }
@@ -137,17 +185,20 @@ fn rescan_blocking(runtime: &Runtime, dir: &Path) {
     for old in &current.plugins {
         if !files.contains_key(&old.name) {
             tracing::info!(plugin = %old.name, version = %old.short_hash(), "plugin file removed; plugin unloaded");
+            report.removed.push(old.name.clone());
             changed = true;
         }
     }
     if changed {
         runtime.install(PluginSet { plugins: next });
     }
+    report.refused = rejected.clone();
     runtime.scan_done(rejected);
+    report
 }
 
 /// The `*.wasm` files in the folder, by plugin name (the file name without `.wasm`).
-fn wasm_files(dir: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
+pub(super) fn wasm_files(dir: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
     let mut files = BTreeMap::new();
     for e in std::fs::read_dir(dir)?.flatten() {
         let path = e.path();

@@ -178,6 +178,32 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// The path with `prefix` replaced by `with`, and the query kept: what a forward's path is
+    /// for a prefix rewrite. `None` when the path does not start with `prefix` as whole segments
+    /// (`/v1` matches `/v1` and `/v1/orders`, not `/v10`). `/v1/orders?id=7` with prefix `/v1`
+    /// and `with` `""` gives `/orders?id=7`; an empty result path becomes `/`.
+    pub fn replace_prefix(&self, prefix: &str, with: &str) -> Option<String> {
+        let prefix = prefix.trim_end_matches('/');
+        let rest = self.path().strip_prefix(prefix)?;
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return None;
+        }
+        let mut path = format!("{}{rest}", with.trim_end_matches('/'));
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+        if let Some(q) = self.query() {
+            path.push('?');
+            path.push_str(q);
+        }
+        Some(path)
+    }
+
+    /// The path's first segment, if there is one: `v2` of `/v2/orders`.
+    pub fn first_segment(&self) -> Option<&str> {
+        self.segments().next()
+    }
+
     /// Mutable access to the fields of a request built for a test.
     pub(crate) fn fields(&mut self) -> TestFields<'_, 'a> {
         TestFields(self)
@@ -255,6 +281,22 @@ mod tests {
         assert_eq!(r.segments().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(r.path_and_query(), "/a//b?x=1&y");
         assert_eq!(r.host(), "www.example.com");
+    }
+
+    #[test]
+    fn a_prefix_is_replaced_as_whole_segments_and_the_query_kept() {
+        let r = testing::request("GET", "/v1/orders?id=7").build();
+        assert_eq!(r.replace_prefix("/v1", "").as_deref(), Some("/orders?id=7"));
+        assert_eq!(
+            r.replace_prefix("/v1/", "/api/v1").as_deref(),
+            Some("/api/v1/orders?id=7")
+        );
+        assert_eq!(r.replace_prefix("/v", ""), None);
+        assert_eq!(r.first_segment(), Some("v1"));
+        let bare = testing::request("GET", "/v1").build();
+        assert_eq!(bare.replace_prefix("/v1", "").as_deref(), Some("/"));
+        assert_eq!(bare.replace_prefix("/v1", "v2").as_deref(), Some("/v2"));
+        assert_eq!(testing::request("GET", "/").build().first_segment(), None);
     }
 
     #[test]

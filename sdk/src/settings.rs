@@ -31,15 +31,42 @@ impl Settings {
         }
     }
 
+    /// The setting `key`, which must be present; an error names the key when it is absent or
+    /// has the wrong type.
+    pub fn require<T: DeserializeOwned>(&self, key: &str) -> Result<T, String> {
+        self.get(key)?
+            .ok_or_else(|| format!("setting \"{key}\" is required"))
+    }
+
     /// The setting `key`, or `default` when absent.
     pub fn get_or<T: DeserializeOwned>(&self, key: &str, default: T) -> Result<T, String> {
         Ok(self.get(key)?.unwrap_or(default))
     }
 
-    /// All settings as one typed struct (use `#[serde(default)]` for optional fields).
+    /// All settings as one typed struct (use `#[serde(default)]` for optional fields). An error
+    /// about a value of the wrong type names its key.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, String> {
-        serde_json::from_value(serde_json::Value::Object(self.value.clone()))
-            .map_err(|e| format!("settings: {e}"))
+        let whole = serde_json::Value::Object(self.value.clone());
+        serde_json::from_value(whole).map_err(|e| match self.key_at_fault::<T>(&e.to_string()) {
+            Some(key) => format!("setting \"{key}\": {e}"),
+            None => format!("settings: {e}"),
+        })
+    }
+
+    /// Which key's value a type error of [`Settings::deserialize`] is about: serde does not say,
+    /// so each key is left out in turn, and the one whose absence changes the error is it.
+    fn key_at_fault<T: DeserializeOwned>(&self, error: &str) -> Option<&str> {
+        if !(error.starts_with("invalid type") || error.starts_with("invalid value")) {
+            return None;
+        }
+        self.value.keys().map(String::as_str).find(|key| {
+            let mut without = self.value.clone();
+            without.remove(*key);
+            match serde_json::from_value::<T>(serde_json::Value::Object(without)) {
+                Ok(_) => true,
+                Err(e) => e.to_string() != error,
+            }
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -62,10 +89,15 @@ mod tests {
                 .unwrap_err()
                 .contains("setting \"farm\"")
         );
+        assert_eq!(
+            s.require::<u32>("missing").unwrap_err(),
+            "setting \"missing\" is required"
+        );
+        assert_eq!(s.require::<u32>("percent").unwrap(), 10);
         assert!(Settings::from_json("[1]").is_err());
         assert!(Settings::from_json("").unwrap().is_empty());
 
-        #[derive(serde::Deserialize)]
+        #[derive(Debug, serde::Deserialize)]
         struct Typed {
             farm: String,
             #[serde(default)]
@@ -73,5 +105,11 @@ mod tests {
         }
         let t: Typed = s.deserialize().unwrap();
         assert_eq!((t.farm.as_str(), t.header), ("v2", None));
+        let wrong = Settings::from_json(r#"{"farm": "v2", "header": 3}"#).unwrap();
+        let e = wrong.deserialize::<Typed>().unwrap_err();
+        assert!(e.starts_with("setting \"header\": invalid type"), "{e}");
+        let missing = Settings::from_json(r#"{"header": "x"}"#).unwrap();
+        let e = missing.deserialize::<Typed>().unwrap_err();
+        assert!(e.contains("missing field `farm`"), "{e}");
     }
 }

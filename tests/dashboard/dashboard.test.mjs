@@ -231,6 +231,9 @@ async function main() {
   const check = spawnSync(farmgateBin, ["check", config], { encoding: "utf8", timeout: 30_000, env: childEnv() });
   if (check.status !== 0) throw new Error(`farmgate check failed (${check.status ?? check.error}):\n${check.stdout}${check.stderr}`);
   pass(`farmgate check accepts the test config (members on ports ${ports.join(", ")})`);
+  // A file that is not a plugin: the plugins panel lists it as rejected, with the reason.
+  mkdirSync(join(tmp, "plugins.d"), { recursive: true });
+  writeFileSync(join(tmp, "plugins.d", "broken.wasm"), "not wasm at all");
 
   // --- farmgate -----------------------------------------------------------------------------
   const fg = startFarmgate(config);
@@ -324,6 +327,32 @@ async function main() {
     const after = {};
     for (const m of MEMBERS) after[m] = await requestsOnPage(m);
     pass(`the page's Requests counters rose (${MEMBERS.map((m) => `${m}: ${before[m]} -> ${after[m]}`).join(", ")})`);
+    // Sparklines of requests per second and response time, one point per refresh.
+    for (const m of MEMBERS) {
+      for (const kind of ["rate", "response"]) {
+        await waitFor(`${m}'s ${kind} sparkline to have points`, async () =>
+          Number(await row(m).locator(`td[data-spark="${kind}"] svg.spark`).getAttribute("data-points")) >= 2);
+      }
+    }
+    pass("every member has a requests-per-second and a response-time sparkline");
+    noProblems();
+
+    // --- plugins ------------------------------------------------------------------------------
+    const plugins = page.locator("section.plugins");
+    await plugins.waitFor({ state: "visible" });
+    const builtinRows = await plugins.locator('tr[data-builtin="true"]').evaluateAll((rows) => rows.map((r) => r.dataset.plugin));
+    if (builtinRows.length < 4) throw new Error(`the plugins panel lists built-ins ${JSON.stringify(builtinRows)}`);
+    const balance = plugins.locator('tr[data-plugin="builtin-balance"]');
+    await waitFor("builtin-balance's calls to show the traffic", async () => Number((await balance.locator('td[data-field="calls"]').textContent()).trim()) >= N);
+    if ((await balance.locator("span.state").getAttribute("data-state")) !== "enabled") throw new Error("builtin-balance is not shown enabled");
+    const failuresText = await balance.locator('td[data-field="failures"]').textContent();
+    if (!/affinity: 0/.test(failuresText)) throw new Error(`builtin-balance's failures by hook read ${JSON.stringify(failuresText)}`);
+    pass(`the plugins panel lists the built-ins (${builtinRows.join(", ")}) with calls, failures by hook and state`);
+    const rejected = plugins.locator('tr.rejected');
+    await waitFor("the rejected broken.wasm row", async () => (await rejected.count()) === 1);
+    const reason = await rejected.locator('td[data-field="reason"]').textContent();
+    if (!reason.includes("broken.wasm") || !reason.includes("not a WebAssembly file")) throw new Error(`the rejected row reads ${JSON.stringify(reason)}`);
+    pass("the plugins panel shows broken.wasm as rejected, with the reason");
     noProblems();
 
     // --- drain web2 -------------------------------------------------------------------------

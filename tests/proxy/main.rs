@@ -14,6 +14,7 @@ mod layout;
 mod lifecycle;
 mod limits;
 mod plugin_cli;
+mod plugin_upkeep;
 mod plugins;
 mod pool;
 mod reload;

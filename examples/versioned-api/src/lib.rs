@@ -8,207 +8,75 @@
 //! the members get: `/v2/orders?id=7` reaches an `api-v2` member as `/orders?id=7`. Without
 //! stripping, `/current/...` is still rewritten to the concrete version (`/v2/...`), because a
 //! member serves its own version's URLs and knows nothing of the alias. The query string is
-//! always kept. Any other path passes, so the rule's own farm (or the next plugin) decides.
+//! always kept (`Request::replace_prefix` keeps it). Any other path passes, so the rule's own
+//! farm (or the next plugin) decides. farmgate checks the farm names: a forward to a farm the
+//! config does not have is a counted failure, and the rule's own farm serves the request.
 //!
 //! Settings (`[plugins.config.versioned_api] settings = { ... }`):
 //!
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `versions` | required | version segment -> farm name, e.g. `{ v1 = "api-v1", v2 = "api-v2" }` |
-//! | `current` | none | the version `/current/...` goes to; must be one of `versions`; without it `/current` is not special |
+//! | `current` | none | the version `/current/...` goes to; must be one of `versions`; without it `/current` passes |
 //! | `strip_prefix` | `true` | remove the version segment from the path sent to the member |
 
 use std::collections::BTreeMap;
 
-use farmgate_sdk::{ForwardTo, Plugin, Request, RouteDecision, Router, Settings, export_plugin};
-use serde::Deserialize;
-
-/// The path segment that names the current version.
-const CURRENT: &str = "current";
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    versions: BTreeMap<String, String>,
-    #[serde(default)]
-    current: Option<String>,
-    #[serde(default = "yes")]
-    strip_prefix: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// One version as it is matched and forwarded.
-#[derive(Debug, Clone, PartialEq)]
-struct Version {
-    /// The segment as configured (what `/current` is rewritten to when not stripping).
-    segment: String,
-    farm: String,
-}
+use farmgate_sdk::{Plugin, Request, RouteDecision, Router, Settings, export_plugin};
 
 #[derive(Debug)]
 pub struct VersionedApi {
-    versions: Vec<Version>,
-    /// Index into `versions` of the version `/current` means.
-    current: Option<usize>,
+    /// Version segment, lower-case -> farm.
+    versions: BTreeMap<String, String>,
+    current: Option<String>,
     strip_prefix: bool,
 }
 
 impl Plugin for VersionedApi {
-    fn new(settings: &Settings) -> Result<Self, String> {
-        let config: Config = settings
-            .deserialize()
-            .map_err(|e| name_the_key(settings, e))?;
-        if config.versions.is_empty() {
-            return Err(
-                "settings.versions is empty: map each version segment to its farm, e.g. \
-                 versions = { v1 = \"api-v1\", v2 = \"api-v2\" }"
-                    .into(),
-            );
+    fn new(s: &Settings) -> Result<Self, String> {
+        let versions: BTreeMap<String, String> = s.require("versions")?;
+        let versions: BTreeMap<_, _> = (versions.into_iter())
+            .map(|(v, f)| (v.to_lowercase(), f))
+            .collect();
+        let current = s.get::<String>("current")?.map(|c| c.to_lowercase());
+        if let Some(c) = current.as_ref().filter(|c| !versions.contains_key(*c)) {
+            let known: Vec<&str> = versions.keys().map(String::as_str).collect();
+            return Err(format!(
+                "setting \"current\": \"{c}\" is not one of the versions ({})",
+                known.join(", ")
+            ));
         }
-        let mut versions: Vec<Version> = Vec::with_capacity(config.versions.len());
-        for (segment, farm) in config.versions {
-            check_segment(&segment)?;
-            if segment.eq_ignore_ascii_case(CURRENT) {
-                return Err(format!(
-                    "settings.versions: \"{segment}\" is reserved for the alias of the current \
-                     version; set `current` instead"
-                ));
-            }
-            if let Some(other) = versions
-                .iter()
-                .find(|v| v.segment.eq_ignore_ascii_case(&segment))
-            {
-                return Err(format!(
-                    "settings.versions: \"{}\" and \"{segment}\" are the same path segment \
-                     (paths compare case-insensitively)",
-                    other.segment
-                ));
-            }
-            check_farm_name(&farm).map_err(|e| format!("settings.versions.{segment}: {e}"))?;
-            versions.push(Version { segment, farm });
-        }
-        let current = match config.current {
-            None => None,
-            Some(name) => Some(
-                versions
-                    .iter()
-                    .position(|v| v.segment.eq_ignore_ascii_case(&name))
-                    .ok_or_else(|| {
-                        let known: Vec<&str> =
-                            versions.iter().map(|v| v.segment.as_str()).collect();
-                        format!(
-                            "settings.current = \"{name}\" is not one of the versions ({})",
-                            known.join(", ")
-                        )
-                    })?,
-            ),
-        };
         Ok(VersionedApi {
             versions,
             current,
-            strip_prefix: config.strip_prefix,
+            strip_prefix: s.get_or("strip_prefix", true)?,
         })
-    }
-}
-
-/// serde's message names an unknown or missing key but not the key whose value has the wrong
-/// type; reading each key on its own finds it (`Settings::get` names the key).
-fn name_the_key(settings: &Settings, error: String) -> String {
-    [
-        settings.get::<BTreeMap<String, String>>("versions").err(),
-        settings.get::<String>("current").err(),
-        settings.get::<bool>("strip_prefix").err(),
-    ]
-    .into_iter()
-    .flatten()
-    .next()
-    .unwrap_or(error)
-}
-
-/// A version must be one plain path segment so that it can be matched and stripped.
-fn check_segment(segment: &str) -> Result<(), String> {
-    let plain = !segment.is_empty()
-        && segment != "."
-        && segment != ".."
-        && segment
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
-    if plain {
-        Ok(())
-    } else {
-        Err(format!(
-            "settings.versions: \"{segment}\" is not a single path segment (use letters, digits, \
-             '-', '.', '_' or '~', e.g. \"v1\")"
-        ))
-    }
-}
-
-/// Farm names as farmgate's config accepts them; anything else could never match a farm.
-fn check_farm_name(farm: &str) -> Result<(), String> {
-    if !farm.is_empty()
-        && farm
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "\"{farm}\" is not a farm name (letters, digits, '-', '_' and '.')"
-        ))
-    }
-}
-
-impl VersionedApi {
-    fn find(&self, segment: &str) -> Option<(&Version, bool)> {
-        if segment.eq_ignore_ascii_case(CURRENT) {
-            return self
-                .current
-                .and_then(|i| self.versions.get(i))
-                .map(|v| (v, true));
-        }
-        self.versions
-            .iter()
-            .find(|v| v.segment.eq_ignore_ascii_case(segment))
-            .map(|v| (v, false))
     }
 }
 
 impl Router for VersionedApi {
     fn route(&self, req: &Request) -> RouteDecision {
-        let Some(rest) = req.path().strip_prefix('/') else {
+        let Some(segment) = req.first_segment() else {
             return RouteDecision::Pass;
         };
-        // `rest` is "v2/orders", "v2/" or "v2"; `tail` keeps its leading slash.
-        let (segment, tail) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        let Some((version, via_alias)) = self.find(segment) else {
+        let alias = segment.eq_ignore_ascii_case("current");
+        let version = (!alias)
+            .then(|| segment.to_lowercase())
+            .or(self.current.clone());
+        let Some((v, farm)) = version.and_then(|v| self.versions.get_key_value(&v)) else {
             return RouteDecision::Pass;
         };
-        let path = if self.strip_prefix {
-            Some(if tail.is_empty() { "/" } else { tail }.to_string())
-        } else if via_alias {
-            Some(format!("/{}{tail}", version.segment))
-        } else {
-            None
-        };
-        // A rewritten path replaces path and query together, so the query goes along.
-        let path = path.map(|mut p| {
-            if let Some(q) = req.query() {
-                p.push('?');
-                p.push_str(q);
+        // A member serves its own version's URLs: `/current` becomes the version unless stripped.
+        let to = (!self.strip_prefix)
+            .then(|| format!("/{v}"))
+            .unwrap_or_default();
+        match req.replace_prefix(&format!("/{segment}"), &to) {
+            Some(path) if self.strip_prefix || alias => {
+                RouteDecision::to_farm(farm).with_path(path)
             }
-            p
-        });
-        RouteDecision::Forward(ForwardTo {
-            farm: Some(version.farm.clone()),
-            path,
-            ..ForwardTo::unchanged()
-        })
+            Some(_) => RouteDecision::to_farm(farm),
+            None => RouteDecision::Pass,
+        }
     }
 }
 
@@ -336,16 +204,9 @@ mod tests {
     fn settings_are_validated() {
         assert!(
             error(r#"{"versions": {"v1": "a"}, "current": "v3"}"#)
-                .contains("not one of the versions (v1)")
+                .contains("\"v3\" is not one of the versions (v1)")
         );
-        assert!(error(r#"{"versions": {}}"#).contains("empty"));
-        assert!(error(r#"{}"#).contains("versions"));
-        assert!(error(r#"{"versions": {"v1": "a"}, "strip": true}"#).contains("unknown field"));
-        assert!(error(r#"{"versions": {"v/1": "a"}}"#).contains("single path segment"));
-        assert!(error(r#"{"versions": {"..": "a"}}"#).contains("single path segment"));
-        assert!(error(r#"{"versions": {"Current": "a"}}"#).contains("reserved"));
-        assert!(error(r#"{"versions": {"v1": "a", "V1": "b"}}"#).contains("same path segment"));
-        assert!(error(r#"{"versions": {"v1": "api v1"}}"#).contains("not a farm name"));
+        assert_eq!(error(r#"{}"#), "setting \"versions\" is required");
         assert!(error(r#"{"versions": {"v1": 1}}"#).contains("setting \"versions\""));
         assert!(
             error(r#"{"versions": {"v1": "a"}, "strip_prefix": "yes"}"#)

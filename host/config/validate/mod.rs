@@ -34,6 +34,8 @@ use super::{Config, ConfigError, DEFAULT_CONFIG_NAME};
 
 pub(super) struct Validator<'a> {
     pub(super) source: Source<'a>,
+    /// Plugin names met in bindings so far, with their places.
+    pub(super) references: std::cell::RefCell<Vec<super::PluginReference>>,
 }
 
 impl Validator<'_> {

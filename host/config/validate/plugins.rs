@@ -9,7 +9,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::Validator;
-use crate::config::{Binding, ConfigError, PluginConfig, PluginSettings, defaults, raw};
+use crate::config::{
+    Binding, ConfigError, PluginConfig, PluginReference, PluginSettings, defaults, raw,
+};
 
 impl Validator<'_> {
     pub(super) fn plugins(&self, raw: raw::RawPlugins) -> Result<PluginSettings, ConfigError> {
@@ -44,7 +46,16 @@ impl Validator<'_> {
             None => defaults::PLUGIN_CALL_TIMEOUT,
         };
         let mut config = HashMap::new();
+        let mut references = self.references.take();
         for (name, c) in raw.config {
+            let (line, column) = self.table_header(&name);
+            references.push(PluginReference {
+                name: name.clone(),
+                key: format!("plugins.config.{name}"),
+                line,
+                column,
+                settings: true,
+            });
             let plugin = self.plugin_config(&name, c, &base)?;
             config.insert(name, plugin);
         }
@@ -58,7 +69,37 @@ impl Validator<'_> {
                 .max(1),
             cache_dir,
             config,
+            references,
         })
+    }
+
+    /// Where `[plugins.config.NAME]` (or a dotted key or inline table for it) is written: the
+    /// line and column of NAME, or (0, 0). The raw table's keys carry no spans of their own.
+    fn table_header(&self, name: &str) -> (usize, usize) {
+        let forms = [
+            format!("plugins.config.{name}"),
+            format!("plugins.config.\"{name}\""),
+            format!("config.{name}"),
+            format!("config.\"{name}\""),
+        ];
+        for (i, line) in self.source.text.lines().enumerate() {
+            let code = line.split('#').next().unwrap_or("");
+            for form in &forms {
+                if let Some(at) = code.find(form.as_str()) {
+                    let end = at + form.len();
+                    // The name must end there: `config.api` is not `config.apiv2`.
+                    if code[end..]
+                        .chars()
+                        .next()
+                        .is_none_or(|c| matches!(c, ']' | '.' | ' ' | '=' | '\t'))
+                    {
+                        let column = end - name.len() - usize::from(form.ends_with('"')) + 1;
+                        return (i + 1, column);
+                    }
+                }
+            }
+        }
+        (0, 0)
     }
 
     /// One `[plugins.config.NAME]`; its directories are taken from `base`.
@@ -107,6 +148,14 @@ impl Validator<'_> {
         let mut seen = HashSet::new();
         for n in names {
             self.check_name(n, key, "plugin", &mut seen)?;
+            let (line, column) = self.source.line_col(n.span().start);
+            self.references.borrow_mut().push(PluginReference {
+                name: n.get_ref().clone(),
+                key: key.to_string(),
+                line,
+                column,
+                settings: false,
+            });
         }
         Ok(Binding::Named(
             names.iter().map(|n| n.get_ref().clone()).collect(),

@@ -1,6 +1,7 @@
 //! Misbehaves on purpose, to prove the host survives it. The router's behaviour is the `mode`
-//! setting: `loop` never returns, `panic` panics, `alloc` allocates until memory runs out, `ok`
-//! passes. The affinity hook always names a member that does not exist.
+//! setting: `loop` never returns, `panic` panics, `alloc` allocates until memory runs out,
+//! `chatty` writes 100 warnings and passes, `ok` passes. The affinity hook always names a member
+//! that does not exist.
 
 use farmgate_sdk::{
     Affinity, AffinityDecision, Farm, Plugin, Request, RouteDecision, Router, Settings,
@@ -35,6 +36,12 @@ impl Router for Hostile {
                     hoard.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            "chatty" => {
+                for i in 0..100 {
+                    farmgate_sdk::log::warn(&format!("chatty line {i} for {}", req.path()));
+                }
+                RouteDecision::Pass
             }
             _ => RouteDecision::Pass,
         }
