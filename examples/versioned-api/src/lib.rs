@@ -67,9 +67,11 @@ impl Router for VersionedApi {
             return RouteDecision::Pass;
         };
         // A member serves its own version's URLs: `/current` becomes the version unless stripped.
-        let to = (!self.strip_prefix)
-            .then(|| format!("/{v}"))
-            .unwrap_or_default();
+        let to = if self.strip_prefix {
+            String::new()
+        } else {
+            format!("/{v}")
+        };
         match req.replace_prefix(&format!("/{segment}"), &to) {
             Some(path) if self.strip_prefix || alias => {
                 RouteDecision::to_farm(farm).with_path(path)
