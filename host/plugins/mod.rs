@@ -36,6 +36,7 @@ mod describe;
 mod facts;
 mod instances;
 mod loading;
+mod reads;
 mod watch;
 
 use std::path::PathBuf;
