@@ -233,7 +233,6 @@ fn run(path: Option<&Path>) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        malloc::release_freed();
         for (name, addr) in running.listeners().iter() {
             let scheme = if tls.contains(name) { "https" } else { "http" };
             tracing::info!(listener = %name, "farmgate is serving: point a browser at {scheme}://{}/", browsable(*addr));
@@ -333,7 +332,6 @@ mod malloc {
 
         unsafe extern "C" {
             pub fn mallopt(param: c_int, value: c_int) -> c_int;
-            pub fn malloc_trim(pad: usize) -> c_int;
         }
     }
 
@@ -358,15 +356,5 @@ mod malloc {
         }
         #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
         let _ = workers;
-    }
-
-    /// Hands memory freed during start-up (the built-ins' compilation, when the code cache was
-    /// cold) back to the system, so the resident size after start is what serving needs.
-    pub fn release_freed() {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only hands whole free pages of the arenas back to the system.
-        unsafe {
-            glibc::malloc_trim(0);
-        }
     }
 }
