@@ -145,6 +145,38 @@ fn load(
     })
 }
 
+/// Loads a built-in with `settings_json` as farmgate configures the built-ins: with their own
+/// call deadline. `tag` stands for the content hash.
+fn load_builtin(
+    rt: &tokio::runtime::Runtime,
+    runtime: &Arc<Runtime>,
+    builtin: &'static farmgate::builtin::Builtin,
+    tag: &str,
+    settings_json: String,
+) -> Arc<farmgate::plugins::Plugin> {
+    let runtime = Arc::clone(runtime);
+    let tag = tag.to_string();
+    let config = farmgate::config::PluginConfig {
+        settings_json,
+        call_timeout: Some(farmgate::config::defaults::BUILTIN_CALL_TIMEOUT),
+        ..Default::default()
+    };
+    rt.block_on(async move {
+        tokio::task::spawn_blocking(move || {
+            runtime.load_with(
+                builtin.name,
+                Path::new("bench.wasm"),
+                builtin.wasm,
+                tag,
+                config,
+            )
+        })
+        .await
+        .expect("join")
+        .expect("built-in loads")
+    })
+}
+
 /// Runs `call` `iters` times inside one `block_on` and returns the time taken.
 fn timed<F, Fut, T>(rt: &tokio::runtime::Runtime, iters: u64, call: F) -> Duration
 where
@@ -235,28 +267,13 @@ fn hook_calls(c: &mut Criterion) {
     });
     // The built-in link translation on a member's HTML page, as a TMG-published rule has it:
     // the decision, then the searcher for its mappings from the generation's cache.
-    let links = {
-        let runtime = Arc::clone(&runtime);
-        let b = farmgate::builtin::LINKS;
-        rt.block_on(async move {
-            tokio::task::spawn_blocking(move || {
-                runtime.load_with(
-                    b.name,
-                    Path::new("bench.wasm"),
-                    b.wasm,
-                    "bench-links".into(),
-                    farmgate::config::PluginConfig {
-                        settings_json: "{}".into(),
-                        call_timeout: Some(farmgate::config::defaults::BUILTIN_CALL_TIMEOUT),
-                        ..Default::default()
-                    },
-                )
-            })
-            .await
-            .expect("join")
-            .expect("built-in loads")
-        })
-    };
+    let links = load_builtin(
+        &rt,
+        &runtime,
+        &farmgate::builtin::LINKS,
+        "bench-links",
+        "{}".into(),
+    );
     let response_headers = {
         let mut h = HeaderMap::new();
         for (n, v) in [
@@ -320,7 +337,6 @@ fn hook_calls(c: &mut Criterion) {
 
 /// Member choice by the built-in balance plugin, per algorithm, with 8 and 64 members.
 fn member_choice(c: &mut Criterion) {
-    use farmgate::config::PluginConfig;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -351,30 +367,13 @@ fn member_choice(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("member_choice");
     for (name, farm_settings) in policies {
-        // As farmgate configures the built-in: its own deadline.
-        let config = PluginConfig {
-            settings_json: format!(r#"{{"farms": {{"web": {farm_settings}}}}}"#),
-            call_timeout: Some(farmgate::config::defaults::BUILTIN_CALL_TIMEOUT),
-            ..PluginConfig::default()
-        };
-        let plugin = {
-            let runtime = Arc::clone(&runtime);
-            let b = farmgate::builtin::BALANCE;
-            rt.block_on(async move {
-                tokio::task::spawn_blocking(move || {
-                    runtime.load_with(
-                        b.name,
-                        Path::new("bench.wasm"),
-                        b.wasm,
-                        format!("bench-{name}"),
-                        config,
-                    )
-                })
-                .await
-                .expect("join")
-                .expect("built-in loads")
-            })
-        };
+        let plugin = load_builtin(
+            &rt,
+            &runtime,
+            &farmgate::builtin::BALANCE,
+            &format!("bench-{name}"),
+            format!(r#"{{"farms": {{"web": {farm_settings}}}}}"#),
+        );
         for members in [8u32, 64] {
             let web = farm(members);
             let sticky = (name == "cookie-affinity").then_some(members / 2);

@@ -14,18 +14,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn drop_plugin(dir: &Path, name: &str, bytes: &[u8]) {
-    let tmp = dir.join(format!(".{name}.partial"));
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
-}
-
-fn write_config(path: &Path, text: &str) {
-    let tmp = path.with_extension("toml.partial");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 /// Farms `main` (backend a) and `v2` (backend b), the folder's `router` plugin with `settings`,
 /// and an admin listener.
 fn router_config(a: &Backend, b: &Backend, dir: &Path, settings: &str) -> String {
@@ -57,22 +45,6 @@ members = [{{ name = "b", host = "127.0.0.1", port = {pb} }}]
         dir = dir.display().to_string(),
         pa = a.port(),
         pb = b.port(),
-    )
-}
-
-/// A running farmgate on a config file in `dir`, and the file.
-async fn start_on_file(dir: &Path, text: &str) -> (Proxy, std::path::PathBuf) {
-    let path = dir.join("farmgate.toml");
-    write_config(&path, text);
-    let config = farmgate::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let running = farmgate::start(config).await.expect("starts");
-    let addr = running.listeners()[0].1;
-    (
-        Proxy {
-            running: Some(running),
-            addr,
-        },
-        path,
     )
 }
 

@@ -12,12 +12,6 @@ use crate::support::*;
 use crate::tls_support::Logs;
 
 /// Puts a plugin into the folder the way authors are told to: write elsewhere, rename in.
-fn drop_plugin(dir: &Path, name: &str, bytes: &[u8]) {
-    let tmp = dir.join(format!(".{name}.partial"));
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
-}
-
 /// Two farms: `main` (backend "a") for every path, `v2` (backend "b"); plugins from `dir`.
 fn two_farm_config(a: &Backend, b: &Backend, dir: &Path, extra: &str) -> String {
     format!(

@@ -8,29 +8,6 @@ use farmgate::farm::MemberState;
 
 use crate::support::*;
 
-/// Writes `text` as the config file the way editors and tools should: elsewhere, then renamed.
-fn write_config(path: &Path, text: &str) {
-    let tmp = path.with_extension("toml.partial");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-/// A running farmgate on a config file, and the file.
-async fn start_on_file(dir: &Path, text: &str) -> (Proxy, std::path::PathBuf) {
-    let path = dir.join("farmgate.toml");
-    write_config(&path, text);
-    let config = farmgate::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let running = farmgate::start(config).await.expect("starts");
-    let addr = running.listeners()[0].1;
-    (
-        Proxy {
-            running: Some(running),
-            addr,
-        },
-        path,
-    )
-}
-
 /// [`start_on_file`] with farmgate given a link to the file, which lives in a folder of its own:
 /// the watcher looks at the link's folder, so edits of the file (returned) reach farmgate only
 /// through an explicit reload, whose effect the test then sees alone.

@@ -874,3 +874,34 @@ pub async fn closed_port() -> ClosedPort {
         _socket: socket,
     }
 }
+
+/// Puts `bytes` into the plugin folder `dir` as `<name>.wasm` the way an operator should: written
+/// beside it, then renamed in, so farmgate never reads half a file.
+pub fn drop_plugin(dir: &std::path::Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.partial"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
+}
+
+/// Replaces the config file at `path` whole (written beside it, then renamed in).
+pub fn write_config(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("toml.partial");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A running farmgate on a config file `farmgate.toml` in `dir` holding `text`, and the file.
+pub async fn start_on_file(dir: &std::path::Path, text: &str) -> (Proxy, std::path::PathBuf) {
+    let path = dir.join("farmgate.toml");
+    write_config(&path, text);
+    let config = farmgate::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let running = farmgate::start(config).await.expect("starts");
+    let addr = running.listeners()[0].1;
+    (
+        Proxy {
+            running: Some(running),
+            addr,
+        },
+        path,
+    )
+}
