@@ -24,7 +24,8 @@ pub const LOG_LINES_PER_SECOND: u32 = 20;
 const PANIC_PREFIX: &str = "plugin panicked: ";
 
 /// One plugin version's log lines per second: a line is written while the current second has
-/// budget left, else counted as suppressed.
+/// budget left, else counted as suppressed. The count is summed up in one line when the next
+/// second begins, whether or not the plugin writes again.
 #[derive(Debug, Default)]
 pub struct LogBudget {
     /// The second (since the process's first plugin log line) the count below is for.
@@ -34,14 +35,16 @@ pub struct LogBudget {
     held: AtomicU64,
     /// Suppressed in all, for `/metrics`.
     pub suppressed: AtomicU64,
+    /// Suppressed lines already told of in a summary line.
+    pub summarised: AtomicU64,
 }
 
 impl LogBudget {
     /// Whether `plugin` may write a line now. When a new second begins after lines were
-    /// suppressed, one line says how many first.
-    pub fn admit(&self, plugin: &str) -> bool {
-        static EPOCH: OnceLock<Instant> = OnceLock::new();
-        let now = EPOCH.get_or_init(Instant::now).elapsed().as_secs() + 1;
+    /// suppressed, one line says how many first; the first line suppressed in a second also
+    /// sets a timer that writes that summary if no further line comes.
+    pub fn admit(self: &Arc<Self>, plugin: &str) -> bool {
+        let now = Self::clock().elapsed().as_secs() + 1;
         let second = self.second.load(Ordering::Relaxed);
         if second != now
             && self
@@ -50,20 +53,49 @@ impl LogBudget {
                 .is_ok()
         {
             self.lines.store(0, Ordering::Relaxed);
-            let held = self.held.swap(0, Ordering::Relaxed);
-            if held > 0 {
-                tracing::warn!(
-                    target: "farmgate::plugin", plugin, suppressed = held,
-                    "suppressed {held} log lines of this plugin (over {LOG_LINES_PER_SECOND} a second)"
-                );
-            }
+            self.summarise(plugin);
         }
         if self.lines.fetch_add(1, Ordering::Relaxed) < LOG_LINES_PER_SECOND {
             return true;
         }
-        self.held.fetch_add(1, Ordering::Relaxed);
         self.suppressed.fetch_add(1, Ordering::Relaxed);
+        if self.held.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.summarise_at_next_second(plugin);
+        }
         false
+    }
+
+    fn clock() -> &'static Instant {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        EPOCH.get_or_init(Instant::now)
+    }
+
+    /// Writes the summary line of the lines held back, if any.
+    fn summarise(&self, plugin: &str) {
+        let held = self.held.swap(0, Ordering::Relaxed);
+        if held > 0 {
+            self.summarised.fetch_add(held, Ordering::Relaxed);
+            tracing::warn!(
+                target: "farmgate::plugin", plugin, suppressed = held,
+                "suppressed {held} log lines of this plugin (over {LOG_LINES_PER_SECOND} a second)"
+            );
+        }
+    }
+
+    /// A timer for the summary of this second, in case the plugin writes nothing more (outside
+    /// a runtime, as in a unit test, the next line written brings the summary instead).
+    fn summarise_at_next_second(self: &Arc<Self>, plugin: &str) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let elapsed = Self::clock().elapsed();
+        let next = Duration::from_secs(elapsed.as_secs() + 1);
+        let wait = next.saturating_sub(elapsed) + Duration::from_millis(1);
+        let (budget, plugin) = (Arc::clone(self), plugin.to_string());
+        runtime.spawn(async move {
+            tokio::time::sleep(wait).await;
+            budget.summarise(&plugin);
+        });
     }
 }
 

@@ -35,7 +35,7 @@ fn mix(mut h: u64) -> u64 {
 /// Which of `n` equal buckets `data` falls in (`0..n`), e.g. `bucket(id, 100) < 10` for 10 %.
 /// Unbiased up to `n` of about 2^32 (multiply-shift rather than modulo).
 pub fn bucket(data: &[u8], n: u32) -> u32 {
-    ((stable_hash(data) >> 32) * u64::from(n) >> 32) as u32
+    (((stable_hash(data) >> 32) * u64::from(n)) >> 32) as u32
 }
 
 #[cfg(test)]

@@ -204,6 +204,29 @@ impl<'a> Request<'a> {
         self.segments().next()
     }
 
+    /// The path with its first segment replaced by `with` (an empty `with` removes it), and the
+    /// query kept: `/current/orders?id=7` with `v2` is `/v2/orders?id=7`, with `""` it is
+    /// `/orders?id=7`; `/` stays `/`.
+    pub fn replace_first_segment(&self, with: &str) -> String {
+        let path = self.path().trim_start_matches('/');
+        let rest = path.find('/').map_or("", |i| &path[i..]);
+        let with = with.trim_matches('/');
+        let mut out = String::with_capacity(path.len() + with.len() + 2);
+        if !with.is_empty() {
+            out.push('/');
+            out.push_str(with);
+        }
+        out.push_str(rest);
+        if out.is_empty() {
+            out.push('/');
+        }
+        if let Some(q) = self.query() {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
+    }
+
     /// Mutable access to the fields of a request built for a test.
     pub(crate) fn fields(&mut self) -> TestFields<'_, 'a> {
         TestFields(self)
@@ -297,6 +320,14 @@ mod tests {
         assert_eq!(bare.replace_prefix("/v1", "").as_deref(), Some("/"));
         assert_eq!(bare.replace_prefix("/v1", "v2").as_deref(), Some("/v2"));
         assert_eq!(testing::request("GET", "/").build().first_segment(), None);
+        assert_eq!(r.replace_first_segment("v2"), "/v2/orders?id=7");
+        assert_eq!(r.replace_first_segment(""), "/orders?id=7");
+        assert_eq!(r.replace_first_segment("/api/v2/"), "/api/v2/orders?id=7");
+        assert_eq!(bare.replace_first_segment(""), "/");
+        assert_eq!(bare.replace_first_segment("v2"), "/v2");
+        let root = testing::request("GET", "/?a=1").build();
+        assert_eq!(root.replace_first_segment(""), "/?a=1");
+        assert_eq!(root.replace_first_segment("v2"), "/v2?a=1");
     }
 
     #[test]

@@ -69,6 +69,38 @@ impl Settings {
         })
     }
 
+    /// Checks that the setting `key`, when present, is a string equal to one of `choices`; the
+    /// error names the key, the value and the choices. For a setting that picks one of the
+    /// names another setting defines:
+    ///
+    /// ```
+    /// # use farmgate_sdk::Settings;
+    /// # use std::collections::BTreeMap;
+    /// let s = Settings::from_json(r#"{"versions": {"v1": "a", "v2": "b"}, "current": "v9"}"#)?;
+    /// let versions: BTreeMap<String, String> = s.require("versions")?;
+    /// let refused = s.check_one_of("current", versions.keys()).unwrap_err();
+    /// assert_eq!(refused, r#"setting "current": "v9" is not one of v1, v2"#);
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn check_one_of<C: AsRef<str>>(
+        &self,
+        key: &str,
+        choices: impl IntoIterator<Item = C>,
+    ) -> Result<(), String> {
+        let Some(value) = self.get::<String>(key)? else {
+            return Ok(());
+        };
+        let choices: Vec<C> = choices.into_iter().collect();
+        if choices.iter().any(|c| c.as_ref() == value) {
+            return Ok(());
+        }
+        let names: Vec<&str> = choices.iter().map(AsRef::as_ref).collect();
+        Err(format!(
+            "setting \"{key}\": \"{value}\" is not one of {}",
+            names.join(", ")
+        ))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.value.is_empty()
     }

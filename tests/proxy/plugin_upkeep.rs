@@ -284,6 +284,11 @@ async fn a_plugins_log_lines_are_rate_limited_and_counted_in_metrics() {
         .unwrap_or_else(|| panic!("no suppressed-lines counter for h in\n{metrics}"));
     let counted: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(counted >= suppressed, "{line}");
+    // The plugin writes nothing more: the summary line still comes when the second is over.
+    eventually("a summary line of every suppressed line", || {
+        h.log.summarised.load(Ordering::Relaxed) == h.log.suppressed.load(Ordering::Relaxed)
+    })
+    .await;
 }
 
 #[tokio::test]

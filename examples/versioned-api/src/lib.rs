@@ -8,77 +8,54 @@
 //! the members get: `/v2/orders?id=7` reaches an `api-v2` member as `/orders?id=7`. Without
 //! stripping, `/current/...` is still rewritten to the concrete version (`/v2/...`), because a
 //! member serves its own version's URLs and knows nothing of the alias. The query string is
-//! always kept (`Request::replace_prefix` keeps it). Any other path passes, so the rule's own
+//! always kept (`Request::replace_first_segment` keeps it). Any other path passes, so the rule's own
 //! farm (or the next plugin) decides. farmgate checks the farm names: a forward to a farm the
 //! config does not have is a counted failure, and the rule's own farm serves the request.
+//! Without stripping, the version segment reaches the members spelled as in `versions`.
 //!
 //! Settings (`[plugins.config.versioned_api] settings = { ... }`):
 //!
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `versions` | required | version segment -> farm name, e.g. `{ v1 = "api-v1", v2 = "api-v2" }` |
-//! | `current` | none | the version `/current/...` goes to; must be one of `versions`; without it `/current` passes |
+//! | `current` | none | the version `/current/...` goes to; one of the keys of `versions` as written; without it `/current` passes |
 //! | `strip_prefix` | `true` | remove the version segment from the path sent to the member |
 
 use std::collections::BTreeMap;
 
 use farmgate_sdk::{Plugin, Request, RouteDecision, Router, Settings, export_plugin};
+use serde::Deserialize;
 
-#[derive(Debug)]
+#[derive(Debug, Deserialize)]
 pub struct VersionedApi {
-    /// Version segment, lower-case -> farm.
     versions: BTreeMap<String, String>,
     current: Option<String>,
-    strip_prefix: bool,
+    strip_prefix: Option<bool>,
 }
 
 impl Plugin for VersionedApi {
     fn new(s: &Settings) -> Result<Self, String> {
-        let versions: BTreeMap<String, String> = s.require("versions")?;
-        let versions: BTreeMap<_, _> = (versions.into_iter())
-            .map(|(v, f)| (v.to_lowercase(), f))
-            .collect();
-        let current = s.get::<String>("current")?.map(|c| c.to_lowercase());
-        if let Some(c) = current.as_ref().filter(|c| !versions.contains_key(*c)) {
-            let known: Vec<&str> = versions.keys().map(String::as_str).collect();
-            return Err(format!(
-                "setting \"current\": \"{c}\" is not one of the versions ({})",
-                known.join(", ")
-            ));
-        }
-        Ok(VersionedApi {
-            versions,
-            current,
-            strip_prefix: s.get_or("strip_prefix", true)?,
-        })
+        let api: VersionedApi = s.deserialize()?;
+        s.check_one_of("current", api.versions.keys())?;
+        Ok(api)
     }
 }
 
 impl Router for VersionedApi {
     fn route(&self, req: &Request) -> RouteDecision {
-        let Some(segment) = req.first_segment() else {
+        let segment = req.first_segment().unwrap_or_default();
+        let wanted = match segment.eq_ignore_ascii_case("current") {
+            true => self.current.as_deref().unwrap_or_default(),
+            false => segment,
+        };
+        let found = (self.versions.iter()).find(|(v, _)| v.eq_ignore_ascii_case(wanted));
+        let Some((version, farm)) = found else {
             return RouteDecision::Pass;
         };
-        let alias = segment.eq_ignore_ascii_case("current");
-        let version = (!alias)
-            .then(|| segment.to_lowercase())
-            .or(self.current.clone());
-        let Some((v, farm)) = version.and_then(|v| self.versions.get_key_value(&v)) else {
-            return RouteDecision::Pass;
-        };
-        // A member serves its own version's URLs: `/current` becomes the version unless stripped.
-        let to = if self.strip_prefix {
-            String::new()
-        } else {
-            format!("/{v}")
-        };
-        match req.replace_prefix(&format!("/{segment}"), &to) {
-            Some(path) if self.strip_prefix || alias => {
-                RouteDecision::to_farm(farm).with_path(path)
-            }
-            Some(_) => RouteDecision::to_farm(farm),
-            None => RouteDecision::Pass,
-        }
+        // A member serves its own version's URLs: unless stripped, the segment names the version.
+        let keep = self.strip_prefix == Some(false);
+        let path = req.replace_first_segment(if keep { version.as_str() } else { "" });
+        RouteDecision::to_farm(farm).with_path(path)
     }
 }
 
@@ -162,7 +139,8 @@ mod tests {
         let p = plugin(
             r#"{"versions": {"v1": "api-v1", "v2": "api-v2"}, "current": "v2", "strip_prefix": false}"#,
         );
-        assert_eq!(forward(&p, "/v1/orders"), fwd("api-v1", None));
+        assert_eq!(forward(&p, "/v1/orders"), fwd("api-v1", Some("/v1/orders")));
+        assert_eq!(forward(&p, "/V1/orders"), fwd("api-v1", Some("/v1/orders")));
         assert_eq!(
             forward(&p, "/current/orders"),
             fwd("api-v2", Some("/v2/orders"))
@@ -175,15 +153,7 @@ mod tests {
         let p = plugin(SETTINGS);
         assert_eq!(forward(&p, "/V1/Orders"), fwd("api-v1", Some("/Orders")));
         assert_eq!(forward(&p, "/CURRENT/x"), fwd("api-v2", Some("/x")));
-        for path in [
-            "/v10/orders",
-            "/v1x",
-            "/",
-            "/orders/v1",
-            "/v3/orders",
-            "",
-            "v1/orders",
-        ] {
+        for path in ["/v10/orders", "/v1x", "/", "/orders/v1", "/v3/orders", ""] {
             assert_eq!(
                 p.route(&testing::request("GET", path).build()),
                 RouteDecision::Pass,
@@ -204,22 +174,18 @@ mod tests {
 
     #[test]
     fn settings_are_validated() {
-        assert!(
-            error(r#"{"versions": {"v1": "a"}, "current": "v3"}"#)
-                .contains("\"v3\" is not one of the versions (v1)")
+        assert_eq!(
+            error(r#"{"versions": {"v1": "a", "v2": "b"}, "current": "v3"}"#),
+            r#"setting "current": "v3" is not one of v1, v2"#
         );
-        assert_eq!(error(r#"{}"#), "setting \"versions\" is required");
+        assert!(error(r#"{}"#).contains("missing field `versions`"));
         assert!(error(r#"{"versions": {"v1": 1}}"#).contains("setting \"versions\""));
         assert!(
             error(r#"{"versions": {"v1": "a"}, "strip_prefix": "yes"}"#)
                 .contains("setting \"strip_prefix\"")
         );
-        // `current` names a version case-insensitively, as paths do.
         assert!(
-            VersionedApi::new(&testing::settings(
-                r#"{"versions": {"v1": "a"}, "current": "V1"}"#
-            ))
-            .is_ok()
+            error(r#"{"versions": {"v1": "a"}, "current": 2}"#).contains("setting \"current\"")
         );
     }
 
